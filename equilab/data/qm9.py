@@ -1,0 +1,275 @@
+"""QM9 with hydrogens for generative modelling, in the EDM protocol (Hoogeboom et al. 2022).
+
+Source: the PyPI wheel ``qm9pack`` (CSV files under ``qm9pack/data/``; public origin: the QM9
+figshare record of Ramakrishnan et al. 2014, https://doi.org/10.6084/m9.figshare.c.978904),
+130,831 molecules — the 133,885 GDB-9 molecules minus the 3,054 "uncharacterised" ones.
+
+EDM split (``qm9/data/prepare/qm9.py`` of EDM/Cormorant): ``included`` = the GDB indices of the
+130,831 kept molecules in ascending order; ``perm = np.random.seed(0); np.random.permutation(130831)``;
+train / valid / test = ``included[perm[:100000]]``, ``[100000:117748]``, ``[117748:]``.  EDM then
+reads each split's files in archive order, so inside a split molecules are in ascending GDB index
+order; we keep that order (it matters only for "the first k molecules" of a split).
+
+Molecules are padded to 29 atoms.  Batches are *dense* (B, 29, ...) with masks rather than flat
+graphs: a molecule is fully connected, so the generative dynamics work on (B, 29, 29) pair arrays
+(as EDM does), and every batch has the same static shape.
+
+Properties (column order of ``PROPERTIES``), units as in the EDM conditioning tables:
+    alpha [bohr^3], gap [meV], homo [meV], lumo [meV], mu [D], Cv [cal/(mol K)].
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+from typing import Iterator
+
+import numpy as np
+
+from equilab.errors import DataError
+from equilab.registry import DATASETS
+
+ATOM_TYPES = ("H", "C", "N", "O", "F")
+ATOMIC_NUMBERS = (1, 6, 7, 8, 9)
+MAX_ATOMS = 29
+N_MOLECULES = 130_831
+N_GDB9 = 133_885
+SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
+PROPERTIES = ("alpha", "gap", "homo", "lumo", "mu", "Cv")
+PROPERTY_UNITS = {"alpha": "bohr^3", "gap": "meV", "homo": "meV", "lumo": "meV", "mu": "D", "Cv": "cal/mol/K"}
+HARTREE_TO_MEV = 27_211.386245988  # CODATA 2018
+CACHE_NAME = "qm9_edm_v1.npz"
+
+_CSV_COLUMNS = [
+    "Index", "N_atoms", "Elements", "XYZ_Ang", "Polarizability_bohr3", "HOMO_LUMO_gap_au",
+    "HOMO_au", "LUMO_au", "Dipole_debye", "Heatcapacity_Cv_cal_mol_K",
+]
+
+
+def _parse_coordinates(text: str, n_atoms: int, index: int) -> np.ndarray:
+    """Parse ``[[x,y,z],...]``; forms like ``0.`` are valid Python float literals (not JSON)."""
+    try:
+        flat = [float(v) for v in text.replace("[", " ").replace("]", " ").split(",") if v.strip()]
+    except ValueError as e:
+        raise DataError(f"qm9pack molecule {index}: unparsable coordinates ({e})") from None
+    if len(flat) != 3 * n_atoms:
+        raise DataError(f"qm9pack molecule {index}: {len(flat)} coordinates for {n_atoms} atoms")
+    return np.asarray(flat, dtype=np.float64).reshape(n_atoms, 3)
+
+
+def _parse_elements(text: str, n_atoms: int, index: int) -> np.ndarray:
+    symbols = [s.strip().strip("'\"") for s in text.strip("[] ").split(",")]
+    z = {s: n for s, n in zip(ATOM_TYPES, ATOMIC_NUMBERS)}
+    if len(symbols) != n_atoms or any(s not in z for s in symbols):
+        raise DataError(f"qm9pack molecule {index}: bad element list {text!r}")
+    return np.asarray([z[s] for s in symbols], dtype=np.int8)
+
+
+def edm_split(gdb_indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Row numbers of the EDM train/valid/test molecules, each sorted ascending (EDM's order).
+
+    Args:
+        gdb_indices: (130831,) 1-based GDB-9 indices of the kept molecules, ascending.
+    """
+    if len(gdb_indices) != N_MOLECULES or np.any(np.diff(gdb_indices) <= 0):
+        raise DataError(f"QM9 must hold {N_MOLECULES} molecules in ascending GDB order")
+    perm = np.random.RandomState(0).permutation(N_MOLECULES)  # same stream as np.random.seed(0)
+    n_tr, n_va = SPLIT_SIZES["train"], SPLIT_SIZES["valid"]
+    parts = {"train": perm[:n_tr], "valid": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+    return {k: np.sort(v) for k, v in parts.items()}
+
+
+def build_cache(path: str) -> None:
+    """Read the qm9pack CSVs and write the padded arrays and the EDM split to ``path`` (npz)."""
+    import pandas as pd
+
+    root = importlib.resources.files("qm9pack") / "data"
+    frames = []
+    for part in ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"):
+        with importlib.resources.as_file(root / part) as f:
+            frames.append(pd.read_csv(f, usecols=_CSV_COLUMNS))
+    df = pd.concat(frames, ignore_index=True).sort_values("Index", kind="stable")
+    if len(df) != N_MOLECULES:
+        raise DataError(f"qm9pack holds {len(df)} molecules, expected {N_MOLECULES}")
+    m = len(df)
+    n_atoms = df["N_atoms"].to_numpy(np.int64)
+    index = df["Index"].to_numpy(np.int64)
+    charges = np.zeros((m, MAX_ATOMS), np.int8)
+    positions = np.zeros((m, MAX_ATOMS, 3), np.float64)
+    for r, (idx, n, el, xyz) in enumerate(zip(index, n_atoms, df["Elements"], df["XYZ_Ang"])):
+        charges[r, :n] = _parse_elements(el, n, idx)
+        positions[r, :n] = _parse_coordinates(xyz, n, idx)
+    props = np.stack(
+        [
+            df["Polarizability_bohr3"].to_numpy(np.float64),
+            df["HOMO_LUMO_gap_au"].to_numpy(np.float64) * HARTREE_TO_MEV,
+            df["HOMO_au"].to_numpy(np.float64) * HARTREE_TO_MEV,
+            df["LUMO_au"].to_numpy(np.float64) * HARTREE_TO_MEV,
+            df["Dipole_debye"].to_numpy(np.float64),
+            df["Heatcapacity_Cv_cal_mol_K"].to_numpy(np.float64),
+        ],
+        axis=1,
+    )
+    split = edm_split(index)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(
+        tmp, gdb_index=index, n_atoms=n_atoms.astype(np.int8), charges=charges,
+        positions=positions, properties=props, **{f"split_{k}": v for k, v in split.items()},
+    )
+    os.replace(tmp, path)  # atomic: a crashed build never leaves a half-written cache
+
+
+def cache_path(data_dir: str) -> str:
+    """``data_dir/qm9/<cache>``; if that folder cannot be written (e.g. a read-only shared data
+    root), ``$EQUILAB_CACHE/qm9`` (default ``~/.cache/equilab/qm9``) instead."""
+    path = os.path.join(os.fspath(data_dir), "qm9", CACHE_NAME)
+    if os.path.exists(path):
+        return path
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if writable:
+        return path
+    fallback = os.environ.get("EQUILAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "equilab"))
+    return os.path.join(fallback, "qm9", CACHE_NAME)
+
+
+def prepare(data_dir: str) -> str:
+    """Build the cache under ``data_dir/qm9`` if missing (``equilab-data qm9``); returns its path."""
+    path = cache_path(data_dir)
+    if not os.path.exists(path):
+        build_cache(path)
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def load(data_dir: str) -> dict[str, np.ndarray]:
+    """All 130,831 molecules as arrays (see ``build_cache``); builds the cache on first use.
+
+    Returns a dict: gdb_index (M,), n_atoms (M,), charges (M, 29) atomic numbers (0 = padding),
+    positions (M, 29, 3) Å, properties (M, 6) in ``PROPERTIES`` order, split_{train,valid,test}.
+    """
+    path = prepare(data_dir)
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # a truncated or foreign file: say which and how to fix it
+        raise DataError(f"{path}: unreadable QM9 cache ({e}); delete it to rebuild") from None
+
+
+def molecules(data_dir: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(positions (n, 3) Å, atomic numbers (n,)) per molecule of an EDM split, in EDM order."""
+    d = load(data_dir)
+    rows = d[f"split_{split}"]
+    return [(d["positions"][r, : d["n_atoms"][r]], d["charges"][r, : d["n_atoms"][r]].astype(np.int64)) for r in rows]
+
+
+def _one_hot(charges: np.ndarray) -> np.ndarray:
+    lut = np.full(10, -1, np.int64)
+    lut[list(ATOMIC_NUMBERS)] = np.arange(len(ATOMIC_NUMBERS))
+    idx = lut[charges]
+    return (idx[..., None] == np.arange(len(ATOMIC_NUMBERS))).astype(np.float32)
+
+
+class QM9DataModule:
+    """Dense, padded QM9 batches for generative models (DataModule interface of equilab.train).
+
+    Batch fields (B = batch_size, 29 atoms):
+        positions (B, 29, 3) float32 Å, zero-centred over real atoms; node_mask (B, 29) bool;
+        one_hot (B, 29, 5) float32 over H C N O F; charges (B, 29) float32 atomic numbers;
+        n_atoms (B,) int32; properties (B, 6) float32; graph_mask (B,) bool (False = padding
+        molecule, only in the last eval batch).
+
+    Args:
+        data_dir: data root (the cache lives in ``data_dir/qm9``).
+        batch_size: molecules per batch.
+        train_subset: use only the first k training molecules (CPU smoke runs).
+        half: None, "first" or "second": EDM's halves of the training set for conditional
+            generation (generator on "second", property evaluator on "first").
+        eval_subset: cap on molecules per evaluation split (None = all).
+    """
+
+    def __init__(self, data_dir, batch_size=64, train_subset=None, half=None, eval_subset=None):
+        self.data_dir = os.fspath(data_dir)
+        self.batch_size = int(batch_size)
+        d = load(self.data_dir)
+        train = d["split_train"]
+        if half is not None:
+            # EDM (qm9/data/utils.py): np.random.seed(42) permutation of the stored training set,
+            # first half -> property evaluator, second half -> conditional generator.
+            if half not in ("first", "second"):
+                raise DataError(f"data.half must be null, first or second, got {half!r}")
+            perm = np.random.RandomState(42).permutation(len(train))
+            h = len(train) // 2
+            train = train[perm[:h]] if half == "first" else train[perm[h:]]
+        if train_subset is not None:
+            train = train[: int(train_subset)]
+        self._rows = {"train": train, "valid": d["split_valid"], "test": d["split_test"]}
+        if eval_subset is not None:
+            for s in ("valid", "test"):
+                self._rows[s] = self._rows[s][: int(eval_subset)]
+        if len(train) < self.batch_size:
+            raise DataError(f"QM9 training set of {len(train)} molecules < batch_size {self.batch_size}")
+        self.eval_splits = ["valid", "test"]
+        self.steps_per_epoch = len(train) // self.batch_size
+        hist = np.bincount(d["n_atoms"][train].astype(np.int64), minlength=MAX_ATOMS + 1)
+        props = d["properties"][train]
+        mean = props.mean(0)
+        self.stats = {
+            "n_nodes_hist": hist.tolist(),
+            "atom_types": list(ATOM_TYPES),
+            "atomic_numbers": list(ATOMIC_NUMBERS),
+            "max_atoms": MAX_ATOMS,
+            "n_train": int(len(train)),
+            "properties": list(PROPERTIES),
+            "property_mean": mean.tolist(),
+            "property_mad": np.abs(props - mean).mean(0).tolist(),
+        }
+
+    def _batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        d = load(self.data_dir)
+        b = self.batch_size
+        valid = len(rows)
+        rows = np.concatenate([rows, np.full(b - valid, rows[0], rows.dtype)]) if valid < b else rows
+        charges = d["charges"][rows].astype(np.int64)
+        mask = charges > 0
+        pos = d["positions"][rows]
+        n = mask.sum(1)
+        com = (pos * mask[..., None]).sum(1) / n[:, None]
+        pos = (pos - com[:, None]) * mask[..., None]
+        graph_mask = np.arange(b) < valid
+        node_mask = mask & graph_mask[:, None]
+        return {
+            "positions": pos.astype(np.float32),
+            "node_mask": node_mask,
+            "one_hot": _one_hot(charges) * node_mask[..., None],
+            "charges": (charges * node_mask).astype(np.float32),
+            "n_atoms": np.where(graph_mask, n, 0).astype(np.int32),
+            "properties": d["properties"][rows].astype(np.float32),
+            "graph_mask": graph_mask,
+        }
+
+    def train_batches(self, epoch: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
+        rows = self._rows["train"]
+        perm = np.random.default_rng([int(seed), int(epoch)]).permutation(len(rows))
+        for s in range(self.steps_per_epoch):  # drop the ragged tail: one static shape
+            yield self._batch(rows[perm[s * self.batch_size:(s + 1) * self.batch_size]])
+
+    def eval_batches(self, split: str) -> Iterator[dict[str, np.ndarray]]:
+        if split not in self._rows:
+            raise DataError(f"QM9 has no split {split!r}; choose one of {sorted(self._rows)}")
+        rows = self._rows[split]
+        for s in range(0, len(rows), self.batch_size):
+            yield self._batch(rows[s:s + self.batch_size])
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        return self._batch(self._rows["train"][: self.batch_size])
+
+
+@DATASETS.register("qm9")
+def build(cfg: dict, data_dir: str) -> QM9DataModule:
+    return QM9DataModule(data_dir, **cfg)
