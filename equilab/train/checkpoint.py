@@ -1,0 +1,69 @@
+"""Orbax checkpoints: train state + resolved config + package version + host-loop state.
+
+``latest/`` keeps the last few steps for resumption (a corrupt newest step falls back to the one
+before with a warning); ``best/`` keeps the best step by the monitored validation metric.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("equilab")
+
+
+class Checkpoints:
+    def __init__(self, run_dir: str | Path, keep: int = 2):
+        self.root = Path(run_dir).resolve() / "checkpoints"
+        opts = lambda n: ocp.CheckpointManagerOptions(max_to_keep=n, create=True, enable_async_checkpointing=True)  # noqa: E731
+        self.latest = ocp.CheckpointManager(self.root / "latest", options=opts(max(keep, 2)), item_names=("state", "meta"))
+        self.best = ocp.CheckpointManager(self.root / "best", options=opts(1), item_names=("state", "meta"))
+
+    def save(self, which: str, step: int, state, meta: dict):
+        mngr = getattr(self, which)
+        mngr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def wait(self):
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def restore(self, which: str, abstract_state) -> Optional[Tuple[Any, dict, int]]:
+        """Restore the newest readable step; a corrupt or partial step is skipped with a warning."""
+        mngr = getattr(self, which)
+        mngr.reload()
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                r = mngr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                return r.state, dict(r.meta), int(step)
+            except Exception as e:  # noqa: BLE001 — any unreadable step is skipped, loudly
+                log.warning("checkpoint %s/%d is unreadable (%s: %s); falling back to the previous one",
+                            which, step, type(e).__name__, str(e).splitlines()[0][:200])
+                bad = mngr.directory / str(step)
+                quarantine = mngr.directory.parent / f"corrupt_{which}_{step}"
+                shutil.rmtree(quarantine, ignore_errors=True)
+                if bad.exists():
+                    bad.rename(quarantine)
+                mngr.reload()
+        return None
+
+    def close(self):
+        self.wait()
+        self.latest.close()
+        self.best.close()
+
+
+def read_meta(run_dir: str | Path, which: str = "best") -> Tuple[dict, int]:
+    """The JSON metadata (config, version, loop state) of the newest step of ``which``."""
+    d = Path(run_dir) / "checkpoints" / which
+    steps = sorted((int(p.name) for p in d.iterdir() if p.name.isdigit()), reverse=True) if d.exists() else []
+    for s in steps:
+        f = d / str(s) / "meta" / "metadata"
+        if f.exists():
+            return json.loads(f.read_text()), s
+    raise FileNotFoundError(f"no {which} checkpoint in {d}")

@@ -1,0 +1,256 @@
+"""The host training loop: data → jitted steps → evaluation → checkpoints → metrics.
+
+Deterministic given the config: the data order depends on (seed, epoch), step keys on
+``fold_in(key, step)``, and everything the host keeps (best metric, plateau schedule) is saved
+in each checkpoint, so a run stopped at step k and resumed to n ends exactly where an
+uninterrupted run to n ends.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import equilab
+from equilab.errors import ConfigError, EquilabError
+from equilab.train.checkpoint import Checkpoints
+from equilab.train.factories import build_data, build_model, build_task
+from equilab.train.logging import MetricsLogger, plot_curves
+from equilab.train.optim import Plateau, build_optimizer
+from equilab.train.state import create_state, make_eval_step, make_train_step
+
+log = logging.getLogger("equilab")
+
+
+class TrainingDiverged(EquilabError):
+    pass
+
+
+def _int(cfg: dict, key: str, default=None, group="trainer"):
+    v = cfg.get(key, default)
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{group}.{key}={v!r} is not an integer") from None
+
+
+class Sharder:
+    """Places batches on all local devices, split along their leading axis (data parallelism
+    with ``jax.sharding``); arrays whose leading size does not divide are replicated."""
+
+    def __init__(self):
+        self.devices = jax.local_devices()
+        self.mesh = Mesh(np.array(self.devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.split = NamedSharding(self.mesh, P("data"))
+
+    def batch(self, batch, dtype):
+        n = len(self.devices)
+
+        def put(x):
+            x = np.asarray(x)
+            if np.issubdtype(x.dtype, np.floating):
+                x = x.astype(dtype)
+            sh = self.split if (x.ndim and x.shape[0] % n == 0) else self.replicated
+            return jax.device_put(x, sh)
+
+        return jax.tree_util.tree_map(put, batch)
+
+    def replicate(self, tree):
+        return jax.device_put(tree, self.replicated)
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+class Trainer:
+    """Builds everything from a resolved config dict and runs or evaluates it in ``run_dir``."""
+
+    def __init__(self, cfg: Dict[str, Any], run_dir: str | Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        t = cfg["trainer"]
+        self.dtype = {"float32": jnp.float32, "float64": jnp.float64}.get(t.get("precision", "float32"))
+        if self.dtype is None:
+            raise ConfigError(f"trainer.precision={t.get('precision')!r}; choose float32 or float64")
+        if self.dtype == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ConfigError("trainer.precision=float64 needs jax_enable_x64 (set by the entry point before tracing)")
+        self.data = build_data(cfg)
+        self.model = build_model(cfg, self.data)
+        self.task = build_task(cfg, self.data)
+        spe = self.data.steps_per_epoch
+        self.max_steps = _int(t, "max_steps") or (_int(t, "max_epochs") or 1) * spe
+        self.eval_every = _int(t, "eval_every") or (_int(t, "eval_every_epochs") or 1) * spe
+        self.log_every = _int(t, "log_every", 50)
+        self.ckpt_every = _int(t, "ckpt_every") or self.eval_every
+        self.monitor = t.get("monitor", "valid/loss")
+        self.seed = _int(cfg, "seed", 0, group="<top level>")
+        o = cfg["optim"]
+        self.ema_decay = float(o["ema"]) if o.get("ema") not in (None, False, 0) else None
+        self.tx = build_optimizer(o, self.max_steps)
+        sched = dict(o.get("schedule") or {})
+        self.plateau = Plateau(sched.get("patience", 10), sched.get("factor", 0.5), sched.get("min_scale", 0.0)) \
+            if sched.get("name") == "plateau" else None
+        self.sharder = Sharder()
+        self.key = jax.random.PRNGKey(self.seed)
+        self.train_step = jax.jit(make_train_step(self.model, self.task, self.tx, self.ema_decay), donate_argnums=0)
+        self.eval_step = jax.jit(make_eval_step(self.model, self.task))
+
+    # -- state ---------------------------------------------------------------------------
+    def init_state(self):
+        init_key = jax.random.fold_in(self.key, 0)
+        example = self.sharder.batch(self.data.example_batch(), self.dtype)
+        params = _cast_floats(self.model.init(init_key, example), self.dtype)
+        return create_state(params, self.tx, self.ema_decay is not None)
+
+    def abstract_state(self):
+        return jax.eval_shape(self.init_state)
+
+    def eval_params(self, state):
+        return state.ema_params if self.ema_decay is not None else state.params
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, params, split: str) -> Dict[str, float]:
+        totals = None
+        for b in self.data.eval_batches(split):
+            s = self.eval_step(params, self.sharder.batch(b, self.dtype))
+            totals = s if totals is None else jax.tree_util.tree_map(jnp.add, totals, s)
+        if totals is None:
+            raise ConfigError(f"evaluation split {split!r} is empty")
+        totals = jax.device_get(totals)
+        return self.task.finalize({k: (float(a), float(c)) for k, (a, c) in totals.items()})
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, progress: bool = True) -> Dict[str, Any]:
+        ckpt = Checkpoints(self.run_dir)
+        state = self.init_state()
+        loop = {"best": math.inf, "best_step": -1, "epoch": 0}
+        restored = ckpt.restore("latest", jax.eval_shape(lambda: state))
+        start = 0
+        if restored is not None:
+            state, meta, start = restored
+            loop.update(meta.get("loop", {}))
+            if self.plateau and "plateau" in meta:
+                self.plateau.load_state_dict(meta["plateau"])
+            log.info("resuming from checkpoint at step %d", start)
+        state = self.sharder.replicate(state)
+        if self.plateau:
+            state = self._set_lr_scale(state, self.plateau.scale)
+        logger = MetricsLogger(self.run_dir, self.cfg.get("logger", {}), self.cfg, resume_step=start)
+        spe = self.data.steps_per_epoch
+        step = start
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_steps, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
+        window, t_window = [], time.perf_counter()
+        try:
+            while step < self.max_steps:
+                epoch, skip = divmod(step, spe)
+                for i, batch in enumerate(self.data.train_batches(epoch, self.seed)):
+                    if i < skip:
+                        continue
+                    state, m = self.train_step(state, self.sharder.batch(batch, self.dtype), self.key)
+                    window.append(m)
+                    step += 1
+                    is_eval = step % self.eval_every == 0 or step == self.max_steps
+                    is_ckpt = is_eval or step % self.ckpt_every == 0
+                    if step % self.log_every == 0 or is_ckpt:
+                        rec = self._flush(window, state, step, t_window)
+                        window, t_window = [], time.perf_counter()
+                        logger.log(step, rec)
+                        if bar:
+                            bar.update(step - bar.n)
+                            bar.set_postfix(loss=f"{rec['train/loss']:.4g}", it_s=f"{rec['steps_per_s']:.1f}")
+                    if is_eval:
+                        state = self._validate(state, step, loop, logger, ckpt)
+                    if is_ckpt:
+                        loop["epoch"] = step // spe
+                        ckpt.save("latest", step, state, self._meta(loop))
+                    if step >= self.max_steps:
+                        break
+            ckpt.wait()
+        finally:
+            if bar:
+                bar.close()
+            ckpt.close()
+            logger.close()
+        return self.finish()
+
+    def _set_lr_scale(self, state, scale):
+        hp = dict(state.opt_state.hyperparams)
+        hp["lr_scale"] = jnp.asarray(scale, dtype=jnp.asarray(hp["lr_scale"]).dtype)
+        return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
+
+    def _flush(self, window, state, step, t0):
+        ms = jax.device_get(window)
+        bad = int(state.bad_step)
+        if bad >= 0:
+            raise TrainingDiverged(
+                f"non-finite loss or gradient at step {bad + 1}: run stopped; the last good checkpoint is kept "
+                f"in {self.run_dir / 'checkpoints' / 'latest'}")
+        rec = {f"train/{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+        dt = time.perf_counter() - t0
+        rec["steps_per_s"] = len(ms) / max(dt, 1e-9)
+        rec["lr_scale"] = float(self.plateau.scale) if self.plateau else 1.0
+        return rec
+
+    def _validate(self, state, step, loop, logger, ckpt):
+        t0 = time.perf_counter()
+        split = self.data.eval_splits[0]
+        metrics = {f"{split}/{k}": v for k, v in self.evaluate(self.eval_params(state), split).items()}
+        if self.monitor not in metrics:
+            raise ConfigError(f"trainer.monitor={self.monitor!r} is not among the validation metrics {sorted(metrics)}")
+        value = metrics[self.monitor]
+        metrics["eval_time_s"] = time.perf_counter() - t0
+        logger.log(step, metrics)
+        if self.plateau:
+            state = self._set_lr_scale(state, self.plateau.update(value))
+        if value < loop["best"]:
+            loop["best"], loop["best_step"] = float(value), int(step)
+            ckpt.save("best", step, state, self._meta(loop))
+        return state
+
+    def _meta(self, loop):
+        meta = {"config": self.cfg, "version": equilab.__version__, "loop": dict(loop)}
+        if self.plateau:
+            meta["plateau"] = self.plateau.state_dict()
+        return meta
+
+    # -- final evaluation ----------------------------------------------------------------
+    def restore_best(self):
+        ckpt = Checkpoints(self.run_dir)
+        try:
+            r = ckpt.restore("best", self.abstract_state()) or ckpt.restore("latest", self.abstract_state())
+        finally:
+            ckpt.close()
+        if r is None:
+            raise EquilabError(f"no readable checkpoint in {self.run_dir / 'checkpoints'}")
+        return r
+
+    def finish(self, splits=None) -> Dict[str, Any]:
+        """Evaluate the best checkpoint on every split, write ``eval.json`` and the loss plot."""
+        state, meta, step = self.restore_best()
+        params = self.sharder.replicate(self.eval_params(state))
+        splits = splits or self.data.eval_splits
+        result: Dict[str, Any] = {"run_dir": str(self.run_dir), "best_step": step}
+        for sp in splits:
+            for k, v in self.evaluate(params, sp).items():
+                result[f"{sp}/{k}"] = v
+        out = self.run_dir / ("eval.json" if splits == self.data.eval_splits else f"eval_{'_'.join(splits)}.json")
+        out.write_text(json.dumps(result, indent=2))
+        plot_curves(self.run_dir, self.monitor)
+        return result
