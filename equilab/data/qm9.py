@@ -235,20 +235,19 @@ class QM9DataModule:
         b = self.batch_size
         valid = len(rows)
         rows = np.concatenate([rows, np.full(b - valid, rows[0], rows.dtype)]) if valid < b else rows
-        charges = d["charges"][rows].astype(np.int64)
-        mask = charges > 0
-        pos = d["positions"][rows]
-        n = mask.sum(1)
-        com = (pos * mask[..., None]).sum(1) / n[:, None]
-        pos = (pos - com[:, None]) * mask[..., None]
         graph_mask = np.arange(b) < valid
-        node_mask = mask & graph_mask[:, None]
+        charges = d["charges"][rows].astype(np.int64) * graph_mask[:, None]
+        node_mask = charges > 0
+        pos = d["positions"][rows]
+        n = node_mask.sum(1)
+        com = (pos * node_mask[..., None]).sum(1) / np.maximum(n, 1)[:, None]
+        pos = (pos - com[:, None]) * node_mask[..., None]
         return {
             "positions": pos.astype(np.float32),
             "node_mask": node_mask,
             "one_hot": _one_hot(charges) * node_mask[..., None],
             "charges": (charges * node_mask).astype(np.float32),
-            "n_atoms": np.where(graph_mask, n, 0).astype(np.int32),
+            "n_atoms": n.astype(np.int32),
             "properties": d["properties"][rows].astype(np.float32),
             "graph_mask": graph_mask,
         }

@@ -1,0 +1,46 @@
+"""Shared pieces: zero-centre-of-mass noise, atom counts from the training histogram, decoding."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equilab.models.egnn_dynamics import FEATURE_SCALES, remove_mean
+
+ATOMIC_NUMBERS = (1, 6, 7, 8, 9)
+
+
+def zero_com_normal(key, node_mask: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
+    """Standard normal on the (n−1)·3-dim zero-CoM subspace of each molecule: (B, N, 3)."""
+    b, n = node_mask.shape
+    return remove_mean(jax.random.normal(key, (b, n, 3), dtype), node_mask)
+
+
+def masked_normal(key, node_mask: jnp.ndarray, width: int, dtype=jnp.float32) -> jnp.ndarray:
+    b, n = node_mask.shape
+    return jax.random.normal(key, (b, n, width), dtype) * node_mask[..., None].astype(dtype)
+
+
+def sample_node_mask(key, n_nodes_hist: Sequence[int], batch: int, max_atoms: int) -> jnp.ndarray:
+    """Atom counts drawn from the training histogram -> node mask (B, max_atoms) bool."""
+    p = np.asarray(n_nodes_hist, np.float64)[: max_atoms + 1]
+    counts = jax.random.choice(key, len(p), (batch,), p=jnp.asarray(p / p.sum()))
+    return jnp.arange(max_atoms)[None, :] < counts[:, None]
+
+
+def decode(x, h, node_mask, scales: Sequence[float] = FEATURE_SCALES):
+    """Scaled features -> atom type index (argmax of the one-hot block), charges = round(h_c/s₂).
+
+    Returns positions (B, N, 3) Å, type index (B, N) int32 (−1 on padding).
+    """
+    types = jnp.argmax(h[..., : len(ATOMIC_NUMBERS)], -1).astype(jnp.int32)
+    return x / scales[0], jnp.where(node_mask, types, -1)
+
+
+def to_molecules(x, types, node_mask) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Host side: (positions (n, 3), atomic numbers (n,)) per molecule, padding removed."""
+    x, types, node_mask = (np.asarray(a) for a in (x, types, node_mask))
+    z = np.asarray(ATOMIC_NUMBERS)
+    return [(x[i][node_mask[i]].astype(np.float64), z[types[i][node_mask[i]]]) for i in range(len(x))]

@@ -1,0 +1,117 @@
+"""EGNN dynamics for E(3) diffusion and flow matching (EDM's ``EGNN_dynamics_QM9``), dense layout.
+
+Molecules are fully connected, so every array is dense over (B, N) nodes and (B, N, N) pairs with
+a node mask; padded atoms and the diagonal get no messages and send none.
+
+Per layer l, with d_ij = |x_i − x_j|², d⁰_ij the input distances and masks applied throughout:
+    m_ij = φ_e(h_i, h_j, d_ij, d⁰_ij) · σ(w·m_ij)          (attention gate, as EDM)
+    h_i ← h_i + φ_h(h_i, Σ_j m_ij / Z)
+    x_i ← x_i + Σ_j (x_i − x_j)/(√(d_ij+ε) + 1) · r·tanh(φ_x(m_ij)) / Z
+Outputs: v_i = x_i^L − x_i^0 projected to zero centre of mass (E(3)-equivariant, translation
+invariant) and an invariant feature output φ_out(h^L) (B, N, F).  Time t ∈ [0, 1] (and an optional
+per-molecule context) enter as extra node features.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from equilab.registry import MODELS
+
+FEATURE_SCALES = (1.0, 0.25, 0.1)  # EDM: positions / 1, one-hot / 4, charges / 10
+
+
+def remove_mean(x: jnp.ndarray, node_mask: jnp.ndarray) -> jnp.ndarray:
+    """Project (B, N, 3) onto the zero centre-of-mass subspace of the real atoms; padding -> 0."""
+    m = node_mask[..., None].astype(x.dtype)
+    n = jnp.maximum(m.sum(1, keepdims=True), 1.0)
+    return (x - (x * m).sum(1, keepdims=True) / n) * m
+
+
+def data_features(batch: dict, scales: Sequence[float] = FEATURE_SCALES) -> jnp.ndarray:
+    """Scaled node features [one_hot·s₁, charge·s₂] (B, N, 6) from a QM9 batch."""
+    oh = jnp.asarray(batch["one_hot"])
+    ch = jnp.asarray(batch["charges"], oh.dtype)[..., None]
+    return jnp.concatenate([oh * scales[1], ch * scales[2]], -1)
+
+
+class EGNNDynamics(nn.Module):
+    """ε- or velocity-network (x, h, t) -> (v (B, N, 3), h_out (B, N, F)).
+
+    Call with a dict: ``positions`` (B, N, 3), ``features`` (B, N, F), ``t`` (B,),
+    ``node_mask`` (B, N) bool, optional ``context`` (B, C).  A plain data batch (``one_hot``,
+    ``charges``, no ``features``/``t``) is accepted too, with t = 0, so that ``init`` works on
+    the data module's example batch.
+
+    Attributes:
+        n_features: F, node feature width in and out.
+        hidden: width of h and of the MLPs.  n_layers: number of EGNN layers.
+        coords_range: r, bound of each coordinate update (tanh), 15 as EDM.
+        normalization_factor: Z, the sum aggregation is divided by it (EDM: 1).
+        context_dim: width of the context appended to the node features (0: none).
+    """
+
+    n_features: int = 6
+    hidden: int = 64
+    n_layers: int = 4
+    coords_range: float = 15.0
+    normalization_factor: float = 1.0
+    context_dim: int = 0
+
+    @nn.compact
+    def __call__(self, inputs: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+        x0 = jnp.asarray(inputs["positions"])
+        dtype = x0.dtype
+        mask = jnp.asarray(inputs["node_mask"]).astype(bool)
+        h_in = inputs["features"] if "features" in inputs else data_features(inputs)
+        h_in = jnp.asarray(h_in, dtype)
+        b, n, _ = x0.shape
+        t = jnp.asarray(inputs["t"], dtype) if "t" in inputs else jnp.zeros((b,), dtype)
+        parts = [h_in, jnp.broadcast_to(t[:, None, None], (b, n, 1))]
+        if self.context_dim:
+            ctx = jnp.asarray(inputs["context"], dtype).reshape(b, self.context_dim)
+            parts.append(jnp.broadcast_to(ctx[:, None, :], (b, n, self.context_dim)))
+        nm = mask[..., None].astype(dtype)
+        em = (mask[:, :, None] & mask[:, None, :] & ~jnp.eye(n, dtype=bool))[..., None].astype(dtype)
+
+        def sqdist(x):
+            diff = x[:, :, None, :] - x[:, None, :, :]
+            return diff, (diff**2).sum(-1, keepdims=True)
+
+        _, d0 = sqdist(x0)
+        h = nn.Dense(self.hidden, name="embed")(jnp.concatenate(parts, -1)) * nm
+        x = x0
+        act = nn.silu
+        for l in range(self.n_layers):
+            diff, d = sqdist(x)
+            hi = jnp.broadcast_to(h[:, :, None, :], (b, n, n, self.hidden))
+            hj = jnp.broadcast_to(h[:, None, :, :], (b, n, n, self.hidden))
+            m = jnp.concatenate([hi, hj, d, d0], -1)
+            m = act(nn.Dense(self.hidden, name=f"edge_{l}_0")(m))
+            m = act(nn.Dense(self.hidden, name=f"edge_{l}_1")(m))
+            m = m * nn.sigmoid(nn.Dense(1, name=f"att_{l}")(m)) * em
+            agg = m.sum(2) / self.normalization_factor
+            dh = nn.Dense(self.hidden, name=f"node_{l}_0")(jnp.concatenate([h, agg], -1))
+            h = (h + nn.Dense(self.hidden, name=f"node_{l}_1")(act(dh))) * nm
+            # Coordinates: a bounded scalar weight per pair on the normalised difference vector
+            # (the +1 keeps close pairs from blowing up, as in EDM's norm_constant).
+            w = act(nn.Dense(self.hidden, name=f"coord_{l}_0")(m))
+            w = nn.Dense(1, use_bias=False, name=f"coord_{l}_1",
+                         kernel_init=nn.initializers.variance_scaling(1e-3, "fan_avg", "uniform"))(w)
+            w = jnp.tanh(w) * self.coords_range * em
+            unit = diff / (jnp.sqrt(d + 1e-8) + 1.0)
+            x = x + (unit * w).sum(2) / self.normalization_factor * nm
+        v = remove_mean(x - x0, mask)
+        h_out = nn.Dense(self.n_features, name="out")(h) * nm
+        return v, h_out
+
+
+@MODELS.register("egnn_dynamics")
+def build(cfg: dict, data) -> EGNNDynamics:
+    """cfg: hidden, n_layers, coords_range, normalization_factor, context_dim (optional)."""
+    stats = getattr(data, "stats", {}) or {}
+    n_types = len(stats.get("atom_types", ("H", "C", "N", "O", "F")))
+    return EGNNDynamics(n_features=n_types + 1, **cfg)

@@ -1,0 +1,75 @@
+"""Schedules, losses and samplers of EDM diffusion and flow matching (tiny model, short chains)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from equilab.generative import schedules
+from equilab.models.egnn_dynamics import EGNNDynamics
+from equilab.registry import MODELS, TASKS
+import equilab.tasks.generative  # noqa: F401  (registers edm, flow_matching)
+import equilab.models.egnn_dynamics  # noqa: F401
+
+
+def test_polynomial_2_schedule():
+    g = schedules.gamma_table("polynomial_2", 1000, 1e-5)
+    assert g.shape == (1001,) and np.all(np.diff(g) > 0)
+    s = 1e-5
+    np.testing.assert_allclose(g[0], -np.log((1 - s) / s), rtol=1e-12)  # α²(0) = 1 − s exactly
+    a2 = schedules.polynomial_alphas2(1000, 2.0, s)
+    np.testing.assert_allclose(a2[500], (1 - 2 * s) * (1 - 0.5**2) ** 2 + s, rtol=1e-12)
+    with pytest.raises(ValueError, match="polynomial"):
+        schedules.gamma_table("cosine", 10)
+
+
+class _Data:
+    stats = {"n_nodes_hist": [0] * 5 + [1, 2, 3] + [0] * 22, "atom_types": ["H", "C", "N", "O", "F"],
+             "property_mean": [0.0] * 6, "property_mad": [1.0] * 6}
+
+
+def _batch(b=3, n=29, key=0):
+    rng = np.random.default_rng(key)
+    counts = np.array([5, 7, 6])[:b]
+    mask = np.arange(n)[None] < counts[:, None]
+    x = rng.normal(size=(b, n, 3)) * mask[..., None]
+    types = rng.integers(0, 5, size=(b, n))
+    oh = np.eye(5)[types] * mask[..., None]
+    z = np.array([1, 6, 7, 8, 9])[types] * mask
+    return {"positions": x.astype(np.float32), "node_mask": mask, "one_hot": oh.astype(np.float32),
+            "charges": z.astype(np.float32), "n_atoms": counts.astype(np.int32),
+            "properties": rng.normal(size=(b, 6)).astype(np.float32), "graph_mask": np.array([True] * (b - 1) + [False])}
+
+
+@pytest.mark.parametrize("task_cfg", [
+    ("edm", {"timesteps": 20}),
+    ("flow_matching", {"steps": 4, "solver": "rk4"}),
+    ("flow_matching", {"steps": 3, "solver": "euler", "condition_on": "alpha"}),
+])
+def test_loss_and_centred_samples(task_cfg):
+    name, cfg = task_cfg
+    data = _Data()
+    task = TASKS.get(name)(dict(cfg), data)
+    ctx = 1 if cfg.get("condition_on") else 0
+    model = MODELS.get("egnn_dynamics")({"hidden": 16, "n_layers": 1, "context_dim": ctx}, data)
+    batch = _batch()
+    init_in = dict(batch, context=np.zeros((3, 1), np.float32)) if ctx else batch
+    params = model.init(jax.random.PRNGKey(0), init_in)
+    loss, grads = jax.jit(jax.value_and_grad(lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1))[0]))(params)
+    assert np.isfinite(loss) and loss > 0
+    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+    # A padding molecule (graph_mask False) must not enter the loss.
+    b2 = dict(batch, positions=batch["positions"].copy())
+    b2["positions"][2] += 50.0
+    assert float(task.loss(model, params, b2, jax.random.PRNGKey(1))[0]) == pytest.approx(float(loss), rel=1e-6)
+    sums = task.eval_sums(model, params, batch)
+    assert float(sums["loss"][1]) == 2.0
+
+    nm = task.sample_node_mask(jax.random.PRNGKey(2), 4)
+    assert set(np.asarray(nm).sum(1).tolist()) <= {5, 6, 7}
+    context = jnp.ones((4, 1)) if ctx else None
+    x, types = jax.jit(lambda p, k, m: task.sample(model, p, k, m, context=context))(params, jax.random.PRNGKey(3), nm)
+    x, types, nm = np.asarray(x), np.asarray(types), np.asarray(nm)
+    assert x.shape == (4, 29, 3) and np.all(np.isfinite(x))
+    scale = np.abs(x).max()
+    np.testing.assert_allclose(x.sum(1) / scale, 0.0, atol=1e-5)  # centred in float32
+    assert np.all(x[~nm] == 0) and np.all(types[~nm] == -1) and np.all((types[nm] >= 0) & (types[nm] < 5))
