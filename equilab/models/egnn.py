@@ -89,12 +89,20 @@ class EGCLVel(nn.Module):
     @nn.compact
     def __call__(self, h, x, v, edge_attr, g):
         act = nn.silu
-        hi, hj = g.pair(h)
         xi, xj = g.pair(x)
         diff = xi - xj
         radial = jnp.sum(diff**2, axis=-1, keepdims=True)
-        m = jnp.concatenate([hi, hj, radial, edge_attr], axis=-1)
-        m = act(TorchDense(self.hidden, name="edge_mlp_0")(m))
+        # φ_e's first layer on [h_i, h_j, r², a_ij]: the h parts are applied per node and then
+        # paired (same maths as the concatenation, n× fewer multiply-adds on dense graphs).
+        F = h.shape[-1]
+        w = self.param("edge_mlp_0_kernel", nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+                       (2 * F + 1 + edge_attr.shape[-1], self.hidden), h.dtype)
+        bound = 1.0 / np.sqrt(w.shape[0])
+        b = self.param("edge_mlp_0_bias", lambda k, sh, d: jax.random.uniform(k, sh, d, -bound, bound),
+                       (self.hidden,), h.dtype)
+        ai, _ = g.pair(h @ w[:F])
+        _, bj = g.pair(h @ w[F:2 * F])
+        m = act(ai + bj + radial * w[2 * F] + edge_attr @ w[2 * F + 1:] + b)
         m = act(TorchDense(self.hidden, name="edge_mlp_1")(m))
         # coordinate update: mean over neighbours of (x_i - x_j) φ_x(m_ij)
         c = act(TorchDense(self.hidden, name="coord_mlp_0")(m))

@@ -48,8 +48,11 @@ class Sharder:
     """Places batches on all local devices, split along their leading axis (data parallelism
     with ``jax.sharding``); arrays whose leading size does not divide are replicated."""
 
-    def __init__(self):
-        self.devices = jax.local_devices()
+    def __init__(self, n_devices: int | None = None):
+        devices = jax.local_devices()
+        if n_devices is not None and not 1 <= n_devices <= len(devices):
+            raise ConfigError(f"trainer.devices={n_devices} but {len(devices)} local device(s) are available")
+        self.devices = devices[:n_devices] if n_devices else devices
         self.mesh = Mesh(np.array(self.devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.split = NamedSharding(self.mesh, P("data"))
@@ -103,7 +106,7 @@ class Trainer:
         sched = dict(o.get("schedule") or {})
         self.plateau = Plateau(sched.get("patience", 10), sched.get("factor", 0.5), sched.get("min_scale", 0.0)) \
             if sched.get("name") == "plateau" else None
-        self.sharder = Sharder()
+        self.sharder = Sharder(_int(t, "devices"))
         self.key = jax.random.PRNGKey(self.seed)
         self.train_step = jax.jit(make_train_step(self.model, self.task, self.tx, self.ema_decay), donate_argnums=0)
         self.eval_step = jax.jit(make_eval_step(self.model, self.task))
