@@ -16,9 +16,14 @@ import numpy as np
 
 def random_orthogonal(key, *, reflection: bool, dtype=None) -> jnp.ndarray:
     """A random 3x3 rotation (reflection=False) or rotation times inversion (reflection=True)."""
-    R = e3nn.rand_matrix(key, ())
-    if dtype is not None:
-        R = R.astype(dtype)
+    R = np.asarray(e3nn.rand_matrix(key, ()), dtype=np.float64)
+    # Re-orthonormalise in float64: a float32 draw is orthogonal only to ~1e-7, which would
+    # swamp float64 equivariance checks at 1e-10.
+    u, _, vt = np.linalg.svd(R)
+    R = u @ vt
+    if np.linalg.det(R) < 0:
+        R = -R
+    R = jnp.asarray(R, dtype=dtype or jnp.float32)
     return -R if reflection else R
 
 
