@@ -1,0 +1,386 @@
+"""MACE (Batatia et al. 2022): higher-order equivariant message passing for interatomic potentials.
+
+Per layer t, for atom i with neighbours j (|r_ij| < r_c):
+
+- radial basis  R_n(r) = sqrt(2/r_c) sin(nπ r/r_c)/r · u_p(r/r_c)   (Bessel, polynomial envelope p)
+- one-particle basis  A_i = W Σ_j [R(r_ij) ⊙ (W_up h_j ⊗ Y(r̂_ij))] / avg_num_neighbours
+- many-body basis  B_i = Σ_{ν≤ν_max} w_{z_i,ν} · (A_i)^{⊗ν}   (the ``tp`` switch, below)
+- update  h_i ← W B_i + W_{z_i} h_i ;  readouts: linear (t < T), MLP (t = T)
+- E = Σ_i [E0(z_i) + shift + scale · Σ_t readout_t(h_i)],  F = −∂E/∂x.
+
+``tp`` selects the product in the many-body step:
+
+- ``cg``: MACE's symmetric contraction, the ν-th power of A_i contracted with the generalised
+  Clebsch–Gordan basis of the symmetric tensor power (``e3nn.reduced_symmetric_tensor_product_basis``)
+  and species-dependent weights per path and channel;
+- ``gaunt_s2grid`` / ``gaunt_fourier``: the Gaunt-product version (Luo et al. 2024): A_i read as
+  a spherical function per channel, B_ν the product of ν per-degree reweighted copies of it,
+  computed as repeated Gaunt products (spherical-grid or 2D-Fourier algorithm).
+
+Batches follow ``equilab/data/atoms.py``; the model returns a dict with ``energy`` (G,),
+``energy_residual`` (G,) = E − Σ_i (E0 + shift), ``forces`` (N,3), ``node_energy`` (N,).
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Sequence, Tuple
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equilab.errors import ConfigError
+from equilab.registry import MODELS
+
+TP_CHOICES = ("cg", "gaunt_s2grid", "gaunt_fourier")
+
+
+# ------------------------------------------------------------------------- functional core
+
+
+def radial_basis(r: jnp.ndarray, *, cutoff: float, num_bessel: int, p: int) -> jnp.ndarray:
+    """Bessel basis times the MACE polynomial envelope: (E,) → (E, num_bessel).
+
+    u_p(x) = 1 − (p+1)(p+2)/2 x^p + p(p+2) x^{p+1} − p(p+1)/2 x^{p+2} for x < 1, else 0, which is
+    ``e3nn.poly_envelope(p − 1, 2)`` (p−1 vanishing derivatives at 0, value and two at 1).
+    """
+    env = e3nn.poly_envelope(p - 1, 2)(r / cutoff)
+    return e3nn.bessel(r, num_bessel, cutoff) * env[:, None]
+
+
+@functools.cache
+def _symmetric_basis(irreps_in: str, order: int, irreps_out: str):
+    """Generalised CG basis of Sym^order(irreps_in) → irreps_out, folded onto sorted index tuples.
+
+    Returns ``(idx (P, order) int, [(ir_out str, mul K, U (P, K·(2l+1)))...])`` so that
+    Σ_{i_1..i_ν} U[i_1..i_ν] x_{i_1}..x_{i_ν} = Σ_p U_sym[p] Π_k x_{idx[p,k]}: the symmetric
+    basis is summed over the permutations of each multiset once, in NumPy, so the per-atom
+    work is one dense matmul over C(d+ν−1, ν) monomials instead of d^ν.
+    """
+    U = e3nn.reduced_symmetric_tensor_product_basis(e3nn.Irreps(irreps_in), order,
+                                                    keep_ir=e3nn.Irreps(irreps_out))
+    d = e3nn.Irreps(irreps_in).dim
+    idx = np.array(list(itertools.combinations_with_replacement(range(d), order)), np.int32)
+    blocks = []
+    for (mul, ir), u in zip(U.irreps, U.chunks):
+        if u is None or mul == 0:
+            continue
+        u = np.asarray(u, np.float64)  # (d,)*order + (mul, 2l+1)
+        folded = np.zeros((len(idx), mul, ir.dim))
+        for p, tup in enumerate(idx):
+            for perm in set(itertools.permutations(tuple(tup))):
+                folded[p] += u[perm]
+        blocks.append((str(ir), mul, folded.reshape(len(idx), mul * ir.dim)))
+    return idx, blocks
+
+
+def symmetric_contraction(x: jnp.ndarray, species: jnp.ndarray, weights: dict, *, irreps_in: str,
+                          irreps_out: str, correlation: int) -> e3nn.IrrepsArray:
+    """MACE's many-body basis with CG coefficients.
+
+    Args:
+        x: (N, C, irreps_in.dim) per-channel features A (channel axis split off).
+        species: (N,) int species indices.
+        weights: ``weights[f"w{ν}_{ir}"]`` of shape (S, K_ν,ir, C).
+    Returns:
+        (N, C·irreps_out) IrrepsArray, B = Σ_ν Σ_k w_{z,ν,k,c} Σ U^{ν}_k A_c^{⊗ν}.
+    """
+    out = {}
+    for order in range(1, correlation + 1):
+        idx, blocks = _symmetric_basis(irreps_in, order, irreps_out)
+        mono = x[:, :, idx[:, 0]]  # (N, C, P): Π_k x_{idx[p,k]}
+        for k in range(1, order):
+            mono = mono * x[:, :, idx[:, k]]
+        for ir, mul, u in blocks:
+            t = jnp.einsum("ncp,pq->ncq", mono, jnp.asarray(u, x.dtype))
+            t = t.reshape(t.shape[:2] + (mul, e3nn.Irrep(ir).dim))
+            w = weights[f"w{order}_{ir}"][species]  # (N, K, C)
+            y = jnp.einsum("nckm,nkc->ncm", t, w)
+            out[ir] = out[ir] + y if ir in out else y
+    irreps_out = e3nn.Irreps(irreps_out)
+    C = x.shape[1]
+    chunks = [out[str(ir)][:, :, None, :] if str(ir) in out else None for _, ir in irreps_out]
+    arr = e3nn.from_chunks(irreps_out, chunks, (x.shape[0], C), x.dtype)  # (N, C, irreps_out)
+    return arr.axis_to_mul()
+
+
+def _s2_grid_res(l1: int, l2: int, lout: int) -> Tuple[int, int]:
+    """Gauss–Legendre in β with ⌈(L+1)/2⌉ nodes and ≥ L+1 α points, L = l1+l2+lout: the
+    integrand Y_l1 Y_l2 Y_lout is then integrated exactly (even α count for e3nn's rfft)."""
+    L = l1 + l2 + lout
+    res_beta = (L + 2) // 2
+    res_alpha = L + 2 if (L + 1) % 2 else L + 1
+    return res_beta, max(res_alpha, 2)
+
+
+def gaunt_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, lmax_out: int, method: str) -> e3nn.IrrepsArray:
+    """Gaunt product of two channel-wise spherical functions: (..., s2_irreps(L1)) x
+    (..., s2_irreps(L2)) → (..., s2_irreps(lmax_out)), i.e. the projection of f1·f2 onto Y_lm.
+
+    Uses ``equilab.tp.tensor_product`` when the tensor-product library provides the method, else
+    the spherical-grid algorithm on e3nn-jax's grid transforms (exact, see ``_s2_grid_res``).
+    """
+    irreps_out = e3nn.s2_irreps(lmax_out)
+    lib = _tp_library()
+    if lib is not None:
+        return lib.tensor_product(x1, x2, method=method, irreps_out=irreps_out)
+    if method != "gaunt_s2grid":
+        raise ConfigError(f"model.tp={method} needs equilab.tp.tensor_product, which is not available")
+    rb, ra = _s2_grid_res(x1.irreps.lmax, x2.irreps.lmax, lmax_out)
+    g1 = e3nn.to_s2grid(x1, rb, ra, quadrature="gausslegendre", p_val=1, p_arg=-1)
+    g2 = e3nn.to_s2grid(x2, rb, ra, quadrature="gausslegendre", p_val=1, p_arg=-1)
+    return e3nn.from_s2grid(g1 * g2, irreps_out)
+
+
+@functools.cache
+def _tp_library():
+    try:
+        import equilab.tp as tp  # written in parallel; optional until it lands
+    except ImportError:
+        return None
+    return tp if hasattr(tp, "tensor_product") else None
+
+
+def gaunt_many_body(x: e3nn.IrrepsArray, species: jnp.ndarray, weights: dict, *, irreps_out: str,
+                    correlation: int, method: str) -> e3nn.IrrepsArray:
+    """Many-body basis from repeated Gaunt products (Luo et al. 2024).
+
+    Args:
+        x: (N, C, s2_irreps(L)) per-channel spherical functions A.
+        weights: ``v{ν}_{k}`` (S, C, L+1) per-degree weights of the k-th factor and ``w{ν}``
+            (S, C, lmax_out+1) output weights, both species dependent.
+    Returns:
+        (N, C·irreps_out), B = Σ_ν w_ν ⊙ Proj_{≤lout}(Π_{k≤ν} (v_{ν,k} ⊙ A)).
+
+    Intermediate products keep every degree that can still reach the output, min(kL, lout+(ν−k)L),
+    so the truncation is exact and both Gaunt algorithms compute the same function.
+    """
+    irreps_out = e3nn.Irreps(irreps_out)
+    L, lout = x.irreps.lmax, irreps_out.lmax
+    ls_in = jnp.asarray(np.concatenate([[l] * (2 * l + 1) for l in range(L + 1)]))
+    ls_out = jnp.asarray(np.concatenate([[l] * (2 * l + 1) for l in range(lout + 1)]))
+    total = None
+    for nu in range(1, correlation + 1):
+        acc = None
+        for k in range(1, nu + 1):
+            v = weights[f"v{nu}_{k}"][species][:, :, ls_in]  # (N, C, dim) per-degree weights
+            f = e3nn.IrrepsArray(x.irreps, x.array * v)
+            if acc is None:
+                acc = f
+            else:
+                acc = gaunt_product(acc, f, lmax_out=min(k * L, lout + (nu - k) * L), method=method)
+        b = acc.filter(lmax=lout) if acc.irreps.lmax > lout else acc
+        b = _pad_to_s2(b, lout)
+        w = weights[f"w{nu}"][species][:, :, ls_out]
+        b = b.array * w
+        total = b if total is None else total + b
+    full = e3nn.IrrepsArray(e3nn.s2_irreps(lout), total)
+    return full.filter(keep=irreps_out).axis_to_mul()
+
+
+def _pad_to_s2(x: e3nn.IrrepsArray, lmax: int) -> e3nn.IrrepsArray:
+    """Express x on exactly s2_irreps(lmax) (zeros for missing degrees; e.g. ν=1 with L < lmax)."""
+    target = e3nn.s2_irreps(lmax)
+    chunks = []
+    for _, ir in target:
+        got = x.filter(keep=[ir])
+        chunks.append(got.array[..., None, :] if got.irreps.dim else None)
+    return e3nn.from_chunks(target, chunks, x.shape[:-1], x.dtype)
+
+
+# ------------------------------------------------------------------------------- modules
+
+
+class SymmetricContraction(nn.Module):
+    """Species-dependent weights + ``symmetric_contraction`` (cg) or ``gaunt_many_body`` (Gaunt)."""
+
+    irreps_out: str
+    correlation: int
+    num_species: int
+    tp: str = "cg"
+
+    @nn.compact
+    def __call__(self, x: e3nn.IrrepsArray, species: jnp.ndarray) -> e3nn.IrrepsArray:
+        # x: (N, C, irreps_in) with the channel axis split off.
+        C = x.shape[-2]
+        init = nn.initializers.normal(1.0)
+        S = self.num_species
+        if self.tp == "cg":
+            weights = {}
+            for order in range(1, self.correlation + 1):
+                _, blocks = _symmetric_basis(str(x.irreps), order, self.irreps_out)
+                for ir, mul, _ in blocks:
+                    # 1/√K keeps B of order one whatever the number of paths
+                    weights[f"w{order}_{ir}"] = self.param(f"w{order}_{ir}", init, (S, mul, C), x.dtype) / np.sqrt(mul)
+            return symmetric_contraction(x.array, species, weights, irreps_in=str(x.irreps),
+                                         irreps_out=self.irreps_out, correlation=self.correlation)
+        L, lout = x.irreps.lmax, e3nn.Irreps(self.irreps_out).lmax
+        weights = {}
+        for nu in range(1, self.correlation + 1):
+            for k in range(1, nu + 1):
+                weights[f"v{nu}_{k}"] = self.param(f"v{nu}_{k}", nn.initializers.ones, (S, C, L + 1), x.dtype)
+            weights[f"w{nu}"] = self.param(f"w{nu}", init, (S, C, lout + 1), x.dtype)
+        return gaunt_many_body(x, species, weights, irreps_out=self.irreps_out, correlation=self.correlation,
+                               method=self.tp)
+
+
+def _edge_sh_product(h: e3nn.IrrepsArray, Y: e3nn.IrrepsArray, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
+    """Channel-wise product h_j ⊗ Y(r̂_ij) (CG), every path kept as its own block of C channels.
+
+    One line to swap for ``equilab.tp.tensor_product_with_sh`` once the library provides it.
+    """
+    return e3nn.concatenate([h.filter(keep=irreps_out), e3nn.tensor_product(h, Y, filter_ir_out=irreps_out)]).regroup()
+
+
+class MACEEnergy(nn.Module):
+    """Per-atom energies of MACE; see the module docstring for the equations."""
+
+    num_species: int
+    num_channels: int = 32
+    max_ell: int = 3
+    hidden_lmax: int = 2
+    num_interactions: int = 2
+    correlation: int = 3
+    num_bessel: int = 8
+    poly_p: int = 5
+    cutoff: float = 5.0
+    radial_mlp: Tuple[int, ...] = (64, 64, 64)
+    readout_mlp: int = 16
+    avg_num_neighbors: float = 1.0
+    tp: str = "cg"
+
+    @nn.compact
+    def __call__(self, positions, species, senders, receivers, edge_mask):
+        C = self.num_channels
+        N = positions.shape[0]
+        dtype = positions.dtype
+        vec = positions[receivers] - positions[senders]
+        # Padded edges join a node to itself (zero vector): substitute a unit vector before the
+        # norm so neither the value nor the gradient sees 0/0; their messages are masked below.
+        vec = jnp.where(edge_mask[:, None], vec, jnp.ones_like(vec))
+        r = jnp.linalg.norm(vec, axis=-1)
+        Y = e3nn.spherical_harmonics(list(range(self.max_ell + 1)), e3nn.IrrepsArray("1o", vec / r[:, None]), normalize=False,
+                                     normalization="component")
+        radial = radial_basis(r, cutoff=self.cutoff, num_bessel=self.num_bessel, p=self.poly_p)
+        radial = radial * edge_mask[:, None].astype(dtype)
+
+        onehot = jax.nn.one_hot(species, self.num_species, dtype=dtype)
+        h = e3nn.flax.Linear(f"{C}x0e", name="embedding")(e3nn.IrrepsArray(f"{self.num_species}x0e", onehot))
+        sh_irreps = e3nn.Irreps([(1, (l, (-1) ** l)) for l in range(self.max_ell + 1)])
+        interaction_irreps = (C * sh_irreps).regroup()
+        hidden = e3nn.Irreps([(C, (l, (-1) ** l)) for l in range(self.hidden_lmax + 1)])
+        energies = []
+        for t in range(self.num_interactions):
+            last = t == self.num_interactions - 1
+            out_irreps = e3nn.Irreps(f"{C}x0e") if last else hidden
+            skip = None
+            if t > 0:  # species-dependent residual (MACE's skip tensor product with the one-hot)
+                # one-hot float weights, not integer indices: e3nn's indexed path casts to float32
+                skip = e3nn.flax.Linear(out_irreps, force_irreps_out=True, name=f"skip_{t}")(onehot, h)
+            h_up = e3nn.flax.Linear(h.irreps, name=f"linear_up_{t}")(h)
+            msg = _edge_sh_product(h_up[senders], Y, interaction_irreps)  # (E, paths·C)
+            mix = e3nn.flax.MultiLayerPerceptron(tuple(self.radial_mlp) + (msg.irreps.num_irreps,), act=jax.nn.silu,
+                                                 output_activation=False, name=f"radial_{t}")(radial)
+            msg = msg * mix  # one learned radial weight per path and channel
+            A = e3nn.scatter_sum(msg, dst=receivers, output_size=N) / self.avg_num_neighbors
+            A = e3nn.flax.Linear(interaction_irreps, force_irreps_out=True, name=f"linear_A_{t}")(A)
+            per_channel = str(e3nn.Irreps([(1, ir) for _, ir in out_irreps]))
+            B = SymmetricContraction(per_channel, self.correlation, self.num_species, self.tp,
+                                     name=f"product_{t}")(A.mul_to_axis(C), species)
+            h = e3nn.flax.Linear(out_irreps, force_irreps_out=True, name=f"linear_B_{t}")(B)
+            if skip is not None:
+                h = h + skip
+            if last:
+                s = e3nn.flax.Linear(f"{self.readout_mlp}x0e", name=f"readout_{t}_0")(h)
+                s = e3nn.IrrepsArray(s.irreps, jax.nn.silu(s.array))
+                e = e3nn.flax.Linear("0e", name=f"readout_{t}_1")(s)
+            else:
+                e = e3nn.flax.Linear("0e", name=f"readout_{t}")(h)
+            energies.append(e.array[:, 0])
+        return sum(energies)  # (N,)
+
+
+class MACE(nn.Module):
+    """MACE energy model with forces −∂E/∂x (lifted ``nn.value_and_grad`` over positions).
+
+    ``e0`` (per species, eV), ``shift`` and ``scale`` come from the data module's statistics.
+    """
+
+    num_species: int
+    e0: Tuple[float, ...]
+    shift: float = 0.0
+    scale: float = 1.0
+    num_channels: int = 32
+    max_ell: int = 3
+    hidden_lmax: int = 2
+    num_interactions: int = 2
+    correlation: int = 3
+    num_bessel: int = 8
+    poly_p: int = 5
+    cutoff: float = 5.0
+    radial_mlp: Tuple[int, ...] = (64, 64, 64)
+    readout_mlp: int = 16
+    avg_num_neighbors: float = 1.0
+    tp: str = "cg"
+
+    @nn.compact
+    def __call__(self, batch: dict, compute_forces: bool = True) -> dict:
+        positions = jnp.asarray(batch["positions"])
+        species = jnp.asarray(batch["species"])
+        node_mask = jnp.asarray(batch["node_mask"])
+        G = batch["graph_mask"].shape[0]
+        node_graph = jnp.asarray(batch["node_graph"])
+        core = MACEEnergy(
+            self.num_species, self.num_channels, self.max_ell, self.hidden_lmax, self.num_interactions,
+            self.correlation, self.num_bessel, self.poly_p, self.cutoff, tuple(self.radial_mlp), self.readout_mlp,
+            self.avg_num_neighbors, self.tp, name="mace")
+        args = (species, jnp.asarray(batch["senders"]), jnp.asarray(batch["receivers"]), jnp.asarray(batch["edge_mask"]))
+
+        def residual(mdl, pos):
+            node = self.scale * mdl(pos, *args) * node_mask.astype(pos.dtype)
+            return node.sum(), node
+
+        if compute_forces:
+            (_, node), grad = nn.value_and_grad(residual, core, positions, has_aux=True)
+            forces = -grad[0]
+        else:
+            _, node = residual(core, positions)
+            forces = None
+        dtype = node.dtype
+        ref = (jnp.asarray(self.e0, dtype)[species] + self.shift) * node_mask.astype(dtype)
+        resid_g = jax.ops.segment_sum(node, node_graph, num_segments=G)
+        out = dict(energy_residual=resid_g, energy=resid_g + jax.ops.segment_sum(ref, node_graph, num_segments=G),
+                   node_energy=node + ref)
+        if forces is not None:
+            out["forces"] = forces
+        return out
+
+
+@MODELS.register("mace")
+def build(cfg: dict, data) -> MACE:
+    """``model=mace``: kwargs as in ``configs/model/mace.yaml``; E0s, shift, scale, average
+    neighbour count and cutoff from ``data.stats`` (a config value for ``cutoff`` must agree)."""
+    cfg = dict(cfg)
+    stats = data.stats if hasattr(data, "stats") else data
+    tp = cfg.pop("tp", "cg")
+    if tp not in TP_CHOICES:
+        raise ConfigError(f"model.tp must be one of {list(TP_CHOICES)}, got {tp!r}")
+    cutoff = float(cfg.pop("cutoff", stats["cutoff"]))
+    if abs(cutoff - float(stats["cutoff"])) > 1e-12:
+        raise ConfigError(f"model.cutoff={cutoff} differs from data.cutoff={stats['cutoff']} (neighbour lists)")
+    known = {"num_channels", "max_ell", "hidden_lmax", "num_interactions", "correlation", "num_bessel", "poly_p",
+             "radial_mlp", "readout_mlp", "scale_shift"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ConfigError(f"model=mace: unknown keys {sorted(unknown)}")
+    use_scale_shift = cfg.pop("scale_shift", True)
+    if "radial_mlp" in cfg:
+        cfg["radial_mlp"] = tuple(int(n) for n in cfg["radial_mlp"])
+    return MACE(
+        num_species=len(stats["atomic_numbers"]), e0=tuple(float(e) for e in stats["e0"]),
+        shift=float(stats["shift"]) if use_scale_shift else 0.0,
+        scale=float(stats["scale"]) if use_scale_shift else 1.0,
+        cutoff=cutoff, avg_num_neighbors=float(stats["avg_num_neighbors"]), tp=tp, **cfg)

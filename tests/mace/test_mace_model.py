@@ -1,0 +1,134 @@
+"""MACE: E(3) invariance of the energy, equivariance of the forces, permutations, padding, and
+forces = −∂E/∂x, for every ``model.tp`` (float64, tolerances ~1e-10)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from equilab.data.atoms import Budget, Frame, neighbour_list, pack_frames
+from equilab.models.mace import TP_CHOICES, MACE, _tp_library
+from equilab.registry import TP_METHODS
+
+N_ATOMS = 6
+CUTOFF = 3.0
+
+
+def _available(tp):
+    if tp == "gaunt_fourier":
+        lib = _tp_library()
+        return lib is not None and "gaunt_fourier" in TP_METHODS
+    return True
+
+
+# Compiling the model with its force gradient costs about a minute of CPU per product, so only
+# ``cg`` runs in the fast suite; the Gaunt products run with ``-m slow``.
+TPS = [pytest.param(tp, marks=[pytest.mark.skipif(not _available(tp), reason=f"equilab.tp has no {tp} yet")]
+                    + ([] if tp == "cg" else [pytest.mark.slow]))
+       for tp in TP_CHOICES]
+
+
+def _orthogonal(key, reflection):
+    """A random O(3) element orthonormalised in float64 (polar factor of e3nn's float32 matrix)."""
+    u, _, vt = np.linalg.svd(np.asarray(jax.random.normal(key, (3, 3)), np.float64))
+    R = u @ vt
+    R = R * np.sign(np.linalg.det(R))  # proper rotation
+    return -R if reflection else R
+
+
+def _molecule(seed=0):
+    rng = np.random.default_rng(seed)
+    pos = rng.normal(size=(N_ATOMS, 3)) * 0.9
+    Z = np.array([1, 6, 8, 1, 6, 1], np.int32)
+    return Frame(Z, pos, 0.0, np.zeros_like(pos))
+
+
+SPECIES_INDEX = np.full(9, -1, np.int32)
+SPECIES_INDEX[[1, 6, 8]] = [0, 1, 2]
+E0 = np.array([-1.0, -2.0, -3.0])
+
+
+def _batch(frame, budget=Budget(N_ATOMS + 1, N_ATOMS * (N_ATOMS - 1) + 3, 2)):
+    return pack_frames([frame], [neighbour_list(frame.positions, CUTOFF)], budget, SPECIES_INDEX, E0, 0.5)
+
+
+@functools.cache
+def _model_and_fn(tp):
+    # Tiny but complete: two layers, edge SH to l=2, hidden L=1, correlation 3.
+    model = MACE(num_species=3, e0=tuple(E0), shift=0.5, scale=1.3, num_channels=3, max_ell=2, hidden_lmax=1,
+                 num_interactions=2, correlation=3, num_bessel=4, cutoff=CUTOFF, radial_mlp=(8,), readout_mlp=4,
+                 avg_num_neighbors=4.0, tp=tp)
+    batch = _batch(_molecule())
+    params = jax.jit(model.init)(jax.random.PRNGKey(1), batch)
+    # Perturb every parameter so no path is trivially zero at initialisation (e.g. Gaunt v = 1).
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    params = jax.tree.unflatten(tree, [l + 0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)])
+    return model, params, jax.jit(model.apply)
+
+
+@pytest.mark.parametrize("tp", TPS)
+def test_energy_invariant_forces_equivariant(tp, x64):
+    model, params, apply = _model_and_fn(tp)
+    frame = _molecule()
+    base = _batch(frame)
+
+    def fn(pos):
+        b = dict(base, positions=jnp.concatenate([pos, jnp.zeros((1, 3))]))
+        out = apply(params, b)
+        return out["energy"][:1], out["forces"][:N_ATOMS]
+
+    pos = jnp.asarray(frame.positions)
+    e, f = fn(pos)
+    assert np.all(np.isfinite(np.asarray(f))) and np.abs(np.asarray(f)).max() > 1e-3  # non-trivial forces
+    # Own float64 group elements: e3nn.rand_matrix is float32 (orthogonal only to ~1e-8), which
+    # would cap what equilab.testing.assert_point_cloud_equivariant can check in float64.
+    for trial, refl in [(0, False), (1, True)]:
+        k1, k2 = jax.random.split(jax.random.PRNGKey(10 + trial))
+        R = _orthogonal(k1, refl)
+        shift = np.asarray(jax.random.normal(k2, (3,), jnp.float64))
+        e_r, f_r = fn(pos @ R.T + shift)
+        assert abs(float(e_r[0] - e[0])) <= 1e-10 * abs(float(e[0]))
+        np.testing.assert_allclose(np.asarray(f_r), np.asarray(f) @ R.T, rtol=0, atol=1e-10 * float(jnp.abs(f).max()))
+
+    # Permutation of the atoms (species, positions and the neighbour list follow).
+    perm = np.random.default_rng(4).permutation(N_ATOMS)
+    fp = Frame(frame.Z[perm], frame.positions[perm], 0.0, frame.forces[perm])
+    out_p = apply(params, _batch(fp))
+    out = apply(params, base)
+    np.testing.assert_allclose(out_p["energy"][0], out["energy"][0], rtol=1e-12)
+    np.testing.assert_allclose(out_p["forces"][:N_ATOMS], out["forces"][:N_ATOMS][perm], atol=1e-10)
+
+    # Padding contributes exactly zero: a bigger budget gives the same energy; padding forces are 0.
+    big = _batch(frame, Budget(N_ATOMS + 5, N_ATOMS * (N_ATOMS - 1) + 40, 4))
+    out_big = model.apply(params, big)
+    np.testing.assert_allclose(out_big["energy"][0], out["energy"][0], rtol=1e-12)
+    assert float(jnp.abs(out_big["forces"][N_ATOMS:]).max()) == 0.0
+    assert float(jnp.abs(out_big["energy"][1:]).max()) == 0.0
+
+
+@pytest.mark.parametrize("tp", TPS)
+def test_forces_are_minus_energy_gradient(tp, x64):
+    """Central finite difference of E against F, away from the cutoff (edges unchanged)."""
+    model, params, apply = _model_and_fn(tp)
+    frame = _molecule()
+    out = apply(params, _batch(frame))
+    h = 1e-5
+    for atom, xyz in [(0, 0), (3, 2)]:
+        plus, minus = frame.positions.copy(), frame.positions.copy()
+        plus[atom, xyz] += h
+        minus[atom, xyz] -= h
+        ep = apply(params, _batch(Frame(frame.Z, plus, 0.0, frame.forces)))["energy"][0]
+        em = apply(params, _batch(Frame(frame.Z, minus, 0.0, frame.forces)))["energy"][0]
+        fd = -(ep - em) / (2 * h)
+        np.testing.assert_allclose(out["forces"][atom, xyz], fd, rtol=1e-6, atol=1e-8)
+
+
+def test_energy_residual_and_offsets(x64):
+    model, params, apply = _model_and_fn("cg")
+    b = _batch(_molecule())
+    out = apply(params, b)
+    ref = (E0[SPECIES_INDEX[_molecule().Z]] + 0.5).sum()
+    np.testing.assert_allclose(out["energy"][0] - out["energy_residual"][0], ref, rtol=1e-13)
+    np.testing.assert_allclose(out["node_energy"][:N_ATOMS].sum(), out["energy"][0], rtol=1e-13)
