@@ -1,0 +1,23 @@
+"""The single entry points that select a tensor-product method by name."""
+from __future__ import annotations
+
+import e3nn_jax as e3nn
+
+from equilab.registry import TP_METHODS
+
+
+def tensor_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, method: str = "cg", irreps_out=None, **kwargs) -> e3nn.IrrepsArray:
+    """Product of two irreps arrays by the named method (``cg``, ``gaunt_s2grid``, ``gaunt_fourier``).
+
+    Channel-wise when both inputs carry C channels (every irrep with multiplicity C); any
+    broadcastable leading shape. ``irreps_out`` selects output irreps (multiplicities ignored).
+    Extra keyword arguments go to the method (e.g. ``fft=False`` for ``gaunt_s2grid``).
+
+    Examples:
+        >>> import e3nn_jax as e3nn, jax.numpy as jnp
+        >>> x = e3nn.IrrepsArray("1o", jnp.array([1.0, 0.0, 0.0]))
+        >>> tensor_product(x, x, method="cg", irreps_out="0e").irreps
+        1x0e
+    """
+    fn = TP_METHODS.get(method, field="tp.method")
+    return fn(x1, x2, irreps_out=irreps_out, **kwargs)
