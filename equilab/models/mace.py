@@ -107,41 +107,13 @@ def symmetric_contraction(x: jnp.ndarray, species: jnp.ndarray, weights: dict, *
     return arr.axis_to_mul()
 
 
-def _s2_grid_res(l1: int, l2: int, lout: int) -> Tuple[int, int]:
-    """Gauss–Legendre in β with ⌈(L+1)/2⌉ nodes and ≥ L+1 α points, L = l1+l2+lout: the
-    integrand Y_l1 Y_l2 Y_lout is then integrated exactly (even α count for e3nn's rfft)."""
-    L = l1 + l2 + lout
-    res_beta = (L + 2) // 2
-    res_alpha = L + 2 if (L + 1) % 2 else L + 1
-    return res_beta, max(res_alpha, 2)
-
-
 def gaunt_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, lmax_out: int, method: str) -> e3nn.IrrepsArray:
     """Gaunt product of two channel-wise spherical functions: (..., s2_irreps(L1)) x
-    (..., s2_irreps(L2)) → (..., s2_irreps(lmax_out)), i.e. the projection of f1·f2 onto Y_lm.
+    (..., s2_irreps(L2)) → (..., s2_irreps(lmax_out)), the projection of f1·f2 onto Y_lm, by the
+    tensor-product library's ``gaunt_s2grid`` or ``gaunt_fourier`` algorithm (both exact)."""
+    from equilab.tp import tensor_product
 
-    Uses ``equilab.tp.tensor_product`` when the tensor-product library provides the method, else
-    the spherical-grid algorithm on e3nn-jax's grid transforms (exact, see ``_s2_grid_res``).
-    """
-    irreps_out = e3nn.s2_irreps(lmax_out)
-    lib = _tp_library()
-    if lib is not None:
-        return lib.tensor_product(x1, x2, method=method, irreps_out=irreps_out)
-    if method != "gaunt_s2grid":
-        raise ConfigError(f"model.tp={method} needs equilab.tp.tensor_product, which is not available")
-    rb, ra = _s2_grid_res(x1.irreps.lmax, x2.irreps.lmax, lmax_out)
-    g1 = e3nn.to_s2grid(x1, rb, ra, quadrature="gausslegendre", p_val=1, p_arg=-1)
-    g2 = e3nn.to_s2grid(x2, rb, ra, quadrature="gausslegendre", p_val=1, p_arg=-1)
-    return e3nn.from_s2grid(g1 * g2, irreps_out)
-
-
-@functools.cache
-def _tp_library():
-    try:
-        import equilab.tp as tp  # written in parallel; optional until it lands
-    except ImportError:
-        return None
-    return tp if hasattr(tp, "tensor_product") else None
+    return tensor_product(x1, x2, method=method, irreps_out=e3nn.s2_irreps(lmax_out))
 
 
 def gaunt_many_body(x: e3nn.IrrepsArray, species: jnp.ndarray, weights: dict, *, irreps_out: str,

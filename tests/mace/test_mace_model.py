@@ -8,25 +8,15 @@ import numpy as np
 import pytest
 
 from equilab.data.atoms import Budget, Frame, neighbour_list, pack_frames
-from equilab.models.mace import TP_CHOICES, MACE, _tp_library
-from equilab.registry import TP_METHODS
+from equilab.models.mace import TP_CHOICES, MACE
 
 N_ATOMS = 6
 CUTOFF = 3.0
 
 
-def _available(tp):
-    if tp == "gaunt_fourier":
-        lib = _tp_library()
-        return lib is not None and "gaunt_fourier" in TP_METHODS
-    return True
-
-
 # Compiling the model with its force gradient costs about a minute of CPU per product, so only
 # ``cg`` runs in the fast suite; the Gaunt products run with ``-m slow``.
-TPS = [pytest.param(tp, marks=[pytest.mark.skipif(not _available(tp), reason=f"equilab.tp has no {tp} yet")]
-                    + ([] if tp == "cg" else [pytest.mark.slow]))
-       for tp in TP_CHOICES]
+TPS = [pytest.param(tp, marks=[] if tp == "cg" else [pytest.mark.slow]) for tp in TP_CHOICES]
 
 
 def _orthogonal(key, reflection):
