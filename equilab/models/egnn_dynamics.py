@@ -87,10 +87,12 @@ class EGNNDynamics(nn.Module):
         act = nn.silu
         for l in range(self.n_layers):
             diff, d = sqdist(x)
-            hi = jnp.broadcast_to(h[:, :, None, :], (b, n, n, self.hidden))
-            hj = jnp.broadcast_to(h[:, None, :, :], (b, n, n, self.hidden))
-            m = jnp.concatenate([hi, hj, d, d0], -1)
-            m = act(nn.Dense(self.hidden, name=f"edge_{l}_0")(m))
+            # φ_e's first layer on [h_i, h_j, d, d⁰] split into per-node products that are then
+            # broadcast over pairs: the same affine map, without a (B, N, N, 2H+2) matmul.
+            m = (nn.Dense(self.hidden, name=f"edge_{l}_i")(h)[:, :, None, :]
+                 + nn.Dense(self.hidden, use_bias=False, name=f"edge_{l}_j")(h)[:, None, :, :]
+                 + nn.Dense(self.hidden, use_bias=False, name=f"edge_{l}_d")(jnp.concatenate([d, d0], -1)))
+            m = act(m)
             m = act(nn.Dense(self.hidden, name=f"edge_{l}_1")(m))
             m = m * nn.sigmoid(nn.Dense(1, name=f"att_{l}")(m)) * em
             agg = m.sum(2) / self.normalization_factor
@@ -100,7 +102,7 @@ class EGNNDynamics(nn.Module):
             # (the +1 keeps close pairs from blowing up, as in EDM's norm_constant).
             w = act(nn.Dense(self.hidden, name=f"coord_{l}_0")(m))
             w = nn.Dense(1, use_bias=False, name=f"coord_{l}_1",
-                         kernel_init=nn.initializers.variance_scaling(1e-3, "fan_avg", "uniform"))(w)
+                         kernel_init=nn.initializers.variance_scaling(1e-6, "fan_avg", "uniform"))(w)  # EDM: xavier gain 1e-3
             w = jnp.tanh(w) * self.coords_range * em
             unit = diff / (jnp.sqrt(d + 1e-8) + 1.0)
             x = x + (unit * w).sum(2) / self.normalization_factor * nm

@@ -1,0 +1,171 @@
+"""``equilab-sample run=<run_dir> n=<count> [steps=...] [solver=...] [batch=100] [seed=0]
+[out=<dir>] [novelty=true] [params=ema|raw]``: sample molecules from a trained generative run.
+
+Writes into ``out`` (default ``<run_dir>/samples/n<count>_steps<steps>_seed<seed>``):
+``molecules.xyz``, ``molecules.sdf`` (EDM-rule bonds), ``metrics.json`` (the EDM metrics of
+``equilab-eval-molecules`` plus sampling settings, compile time and throughput) and ``grid.png``
+(RDKit 2-D depictions of the first valid molecules).  Prints the metrics JSON on its last line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+
+def _parse(argv):
+    from equilab.errors import ConfigError
+
+    out = {}
+    for a in argv:
+        if "=" not in a:
+            raise ConfigError(f"argument {a!r} is not of the form key=value")
+        k, v = a.split("=", 1)
+        out[k] = v
+    known = {"run", "n", "steps", "solver", "batch", "seed", "out", "novelty", "params", "data_dir"}
+    bad = sorted(set(out) - known)
+    if bad:
+        raise ConfigError(f"unknown argument(s) {bad}; known: {sorted(known)}")
+    if "run" not in out:
+        raise ConfigError("missing run=<run_dir>")
+    return out
+
+
+def restore(run_dir: str, use_ema: bool = True):
+    """(cfg, model, params, data_stats) of a run's best checkpoint: the training package's
+    ``restore_for_inference`` when it exists (and EMA weights are wanted), else the Trainer's own
+    restore; ``use_ema=False`` takes the raw weights (EMA of a short run is mostly its init)."""
+    try:
+        from equilab.train.checkpoint import restore_for_inference
+    except ImportError:
+        restore_for_inference = None
+    if restore_for_inference is not None and use_ema:
+        return restore_for_inference(run_dir)
+    from equilab.cli import setup_jax
+    from equilab.errors import ConfigError
+    from equilab.train.checkpoint import read_meta
+
+    try:
+        meta, _ = read_meta(run_dir, "best")
+    except FileNotFoundError as e:
+        raise ConfigError(f"run={run_dir}: {e}") from None
+    cfg = meta["config"]
+    setup_jax(cfg["trainer"].get("precision", "float32"))
+    import equilab.data.qm9  # noqa: F401  (registers qm9, egnn_dynamics, edm, flow_matching)
+    import equilab.models.egnn_dynamics  # noqa: F401
+    import equilab.tasks.generative  # noqa: F401
+    from equilab.train.loop import Trainer
+
+    trainer = Trainer(cfg, run_dir)
+    state, _, step = trainer.restore_best()
+    params = trainer.eval_params(state) if use_ema else state.params
+    stats = dict(trainer.data.stats, checkpoint_step=step, weights="ema" if use_ema and trainer.ema_decay else "raw")
+    return cfg, trainer.model, params, stats
+
+
+def draw_grid(molecules, path: str, n: int = 16) -> int:
+    """PNG grid of 2-D depictions (hydrogens removed) of the first ``n`` valid molecules."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Draw
+
+    from equilab.metrics.molecules import _mol2smiles, _quiet_rdkit, _rdkit_molecule
+
+    _quiet_rdkit()
+    mols, legends = [], []
+    for i, (x, z) in enumerate(molecules):
+        m = _rdkit_molecule(x, z)
+        if _mol2smiles(m) is None:
+            continue
+        frags = Chem.rdmolops.GetMolFrags(m, asMols=True)
+        m = Chem.RemoveHs(max(frags, key=lambda f: f.GetNumAtoms()))
+        AllChem.Compute2DCoords(m)
+        mols.append(m)
+        legends.append(f"#{i}")
+        if len(mols) == n:
+            break
+    if mols:
+        Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(250, 250), legends=legends).save(path)
+    return len(mols)
+
+
+def sample_molecules(task, model, params, *, n: int, batch: int, seed: int, opts: dict):
+    """Draw n molecules in jitted batches of a fixed size; returns (molecules, timing dict)."""
+    import jax
+
+    from equilab.generative.common import to_molecules
+
+    fn = jax.jit(lambda p, k, m: task.sample(model, p, k, m, **opts))
+    key = jax.random.PRNGKey(seed)
+    mols, t_compile, t_run = [], 0.0, 0.0
+    for i in range(-(-n // batch)):
+        kb, km = jax.random.split(jax.random.fold_in(key, i))
+        mask = task.sample_node_mask(km, batch)
+        t0 = time.perf_counter()
+        x, ty = jax.block_until_ready(fn(params, kb, mask))
+        dt = time.perf_counter() - t0
+        if i == 0:
+            # The first call compiles; time a second call on the same batch for throughput.
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(params, kb, mask))
+            t_compile = dt - (time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+        t_run += dt
+        mols += to_molecules(x, ty, mask)
+    mols = mols[:n]
+    nb = -(-n // batch)
+    return mols, {"compile_s": round(t_compile, 2), "sampling_s": round(t_run, 2),
+                  "molecules_per_s": round(nb * batch / t_run, 3)}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from equilab.errors import ConfigError, EquilabError
+
+    try:
+        kv = _parse(argv)
+        run_dir = kv["run"]
+        n, batch, seed = int(kv.get("n", 100)), int(kv.get("batch", 100)), int(kv.get("seed", 0))
+        batch = min(batch, n)
+        if kv.get("params", "ema") not in ("ema", "raw"):
+            raise ConfigError(f"params={kv['params']!r}; choose ema or raw")
+        cfg, model, params, stats = restore(run_dir, use_ema=kv.get("params", "ema") == "ema")
+        from equilab.train.factories import build_task
+        from equilab.metrics import molecules as M
+
+        task = build_task(cfg, types.SimpleNamespace(stats=stats))
+        opts = {}
+        if "steps" in kv:
+            opts["steps"] = int(kv["steps"])
+        if "solver" in kv:
+            opts["solver"] = kv["solver"]
+        steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))
+        out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}")
+        out.mkdir(parents=True, exist_ok=True)
+        mols, timing = sample_molecules(task, model, params, n=n, batch=batch, seed=seed, opts=opts)
+        M.write_xyz(str(out / "molecules.xyz"), mols)
+        M.write_sdf(str(out / "molecules.sdf"), mols)
+        ref = None
+        if kv.get("novelty", "true").lower() not in ("false", "0", "no"):
+            data_dir = kv.get("data_dir") or cfg.get("paths", {}).get("data_dir") or os.environ.get("EQUILAB_DATA_DIR", "data")
+            ref = M.train_smiles(data_dir)
+        metrics = M.evaluate(mols, ref)
+        metrics.update({"task": cfg["task"]["name"], "steps": steps, "solver": opts.get("solver", getattr(task, "solver", None)),
+                        "seed": seed, "batch": batch, "checkpoint_step": stats.get("checkpoint_step"),
+                        "weights": stats.get("weights"), **timing})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        metrics["grid_molecules"] = draw_grid(mols, str(out / "grid.png"))
+        metrics["out"] = str(out)
+    except EquilabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
