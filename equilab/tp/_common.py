@@ -243,3 +243,54 @@ def assemble(irs_out: Sequence[e3nn.Irrep], chunks: Sequence[jnp.ndarray], C: in
 
 def flat_index(l: int, m: int) -> int:
     return l * l + l + m
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact Wigner D matrices on the host (for tests and checks at high degree)
+# ----------------------------------------------------------------------------------------------
+
+
+def sh_at(lmax: int, r: np.ndarray) -> np.ndarray:
+    """Y_lm(r̂) (e3nn integral normalization, ∫Y² = 4π) for unit vectors r [n, 3] -> [n, (lmax+1)²]."""
+    r = np.asarray(r, np.float64)
+    z = r[:, 1]
+    s = np.sqrt(r[:, 0] ** 2 + r[:, 2] ** 2)
+    B = legendre_table(lmax, z, s)
+    A = alpha_basis(lmax, np.arctan2(r[:, 0], r[:, 2]))
+    return np.stack([B[l, abs(m)] * A[lmax + m] for l in range(lmax + 1) for m in range(-l, l + 1)], -1)
+
+
+@functools.cache
+def _sphere_rule(l: int):
+    nb, na = l + 1, 2 * l + 1  # exact for the degree-2l integrand Y_l(R r) Y_l(r)
+    z, w = gauss_legendre(nb)
+    a = 2 * np.pi * np.arange(na) / na
+    s = np.sqrt(1 - z * z)
+    pts = np.stack([np.outer(s, np.sin(a)), np.outer(z, np.ones(na)), np.outer(s, np.cos(a))], -1).reshape(-1, 3)
+    wts = np.outer(w / 2, np.ones(na) / na).reshape(-1)
+    return pts, wts
+
+
+def wigner_D(l: int, R: np.ndarray) -> np.ndarray:
+    """D^l(R) with Y_l(R r) = D^l(R) Y_l(r) for a rotation R (det +1), exact to float64 rounding:
+    ``D = (1/4π) ∫ Y_l(R r) Y_l(r)ᵀ dΩ`` by an exact Gauss–Legendre × uniform rule."""
+    pts, wts = _sphere_rule(l)
+    sl = slice(l * l, (l + 1) ** 2)
+    Yr = sh_at(l, pts @ np.asarray(R, np.float64).T)[:, sl]
+    Y = sh_at(l, pts)[:, sl]
+    return np.einsum("k,ki,kj->ij", wts, Yr, Y)
+
+
+def rotate_irreps(x: e3nn.IrrepsArray, R: np.ndarray) -> e3nn.IrrepsArray:
+    """Apply the O(3) matrix R (det ±1) to x with host-computed exact Wigner matrices."""
+    R = np.asarray(R, np.float64)
+    det = np.linalg.det(R)
+    R0 = R * np.sign(det)
+    chunks = []
+    for (mul, ir), ch in zip(x.irreps, x.chunks):
+        if ch is None:
+            chunks.append(None)
+            continue
+        D = wigner_D(ir.l, R0) * (ir.p if det < 0 else 1)
+        chunks.append(jnp.einsum("ij,...uj->...ui", jnp.asarray(D, x.dtype), ch))
+    return e3nn.from_chunks(x.irreps, chunks, x.shape[:-1], x.dtype)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import e3nn_jax as e3nn
 
-from equilab.registry import TP_METHODS
+from equilab.registry import SH_TP_METHODS, TP_METHODS
 
 
 def tensor_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, method: str = "cg", irreps_out=None, **kwargs) -> e3nn.IrrepsArray:
@@ -21,3 +21,19 @@ def tensor_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, method: str = 
     """
     fn = TP_METHODS.get(method, field="tp.method")
     return fn(x1, x2, irreps_out=irreps_out, **kwargs)
+
+
+def tensor_product_with_sh(x: e3nn.IrrepsArray, vectors, *, lmax: int, method: str = "cg", irreps_out=None) -> e3nn.IrrepsArray:
+    """``x ⊗ Y(vectors)`` with edge spherical harmonics up to ``lmax`` (``component`` normalization).
+
+    ``method``: ``cg`` (dense CG against the harmonics) or ``escn`` (rotate each edge onto the
+    pole, one SO(2) map per m, rotate back); both give the same irreps, order and values, equal
+    to ``e3nn.tensor_product(x, e3nn.spherical_harmonics(lmax, vectors, True))`` for one channel.
+
+    Args:
+        x: [..., irreps] features, C channels (every irrep with multiplicity C).
+        vectors: [..., 3] edge vectors.
+        irreps_out: output filter (multiplicities ignored).
+    """
+    fn = SH_TP_METHODS.get(method, field="tp.sh_method")
+    return fn(x, vectors, lmax=lmax, irreps_out=irreps_out)
