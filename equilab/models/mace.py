@@ -315,7 +315,8 @@ class MACE(nn.Module):
             node = self.scale * mdl(pos, *args) * node_mask.astype(pos.dtype)
             return node.sum(), node
 
-        if compute_forces:
+        # Initialisation needs no forces: skipping the gradient halves the init compile.
+        if compute_forces and not self.is_initializing():
             (_, node), grad = nn.value_and_grad(residual, core, positions, has_aux=True)
             forces = -grad[0]
         else:

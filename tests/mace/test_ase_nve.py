@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 from ase import Atoms, units
+from ase.calculators.fd import calculate_numerical_forces
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
@@ -30,7 +31,7 @@ def test_nve_conserves_energy(shared_data, x64):
     calc = Calculator(model=model, params=params, stats=stats, edge_bucket=32)
     atoms.calc = calc
 
-    f_num = calc.calculate_numerical_forces(atoms, d=1e-4)
+    f_num = calculate_numerical_forces(atoms, eps=1e-4)
     f = atoms.get_forces()
     np.testing.assert_allclose(f, f_num, atol=1e-7 * max(1.0, np.abs(f).max()))
 
