@@ -79,6 +79,10 @@ def bench_equilab(tp, dm, args, batches):
 def bench_mace_torch(dm, args, frames):
     """The same-size model in mace-torch (ScaleShiftMACE), float32/float64 as --precision."""
     import torch
+
+    # e3nn 0.4.4 (mace-torch's pin) torch.load()s its constants file, which holds `slice`
+    # objects that torch >= 2.6 refuses under weights_only=True unless allow-listed.
+    torch.serialization.add_safe_globals([slice])
     from e3nn import o3
     from mace import data as mdata
     from mace import modules, tools
@@ -97,8 +101,9 @@ def bench_mace_torch(dm, args, frames):
         atomic_energies=np.asarray(dm.stats["e0"]), avg_num_neighbors=dm.stats["avg_num_neighbors"],
         atomic_numbers=zs, correlation=args.correlation, gate=torch.nn.functional.silu,
         radial_MLP=[64, 64, 64], atomic_inter_scale=dm.stats["scale"], atomic_inter_shift=dm.stats["shift"])
-    configs = [mdata.Configuration(atomic_numbers=f.Z, positions=f.positions, energy=f.energy, forces=f.forces)
-               for f in frames]
+    configs = [mdata.Configuration(atomic_numbers=f.Z, positions=f.positions,
+                                   properties={"energy": f.energy, "forces": f.forces},
+                                   property_weights={"energy": 1.0, "forces": 1.0}) for f in frames]
     ds = [mdata.AtomicData.from_config(c, z_table=z_table, cutoff=dm.cutoff) for c in configs]
     loader = torch_geometric.dataloader.DataLoader(ds, batch_size=args.batch_size, shuffle=False, drop_last=True)
     loss_fn = modules.WeightedEnergyForcesLoss(energy_weight=1.0, forces_weight=1000.0)
