@@ -90,6 +90,8 @@ class Trainer:
             raise ConfigError(f"trainer.precision={t.get('precision')!r}; choose float32 or float64")
         if self.dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ConfigError("trainer.precision=float64 needs jax_enable_x64 (set by the entry point before tracing)")
+        for key in ("max_steps", "max_epochs", "eval_every", "eval_every_epochs", "log_every", "ckpt_every", "devices"):
+            _int(t, key)  # fail on a wrong type before any data is loaded
         self.data = build_data(cfg)
         self.model = build_model(cfg, self.data)
         self.task = build_task(cfg, self.data)

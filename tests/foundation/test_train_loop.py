@@ -1,0 +1,165 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from equilab.train.checkpoint import Checkpoints
+from equilab.train.logging import TIMING_KEYS, read_metrics
+from equilab.train.loop import Trainer, TrainingDiverged
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _params(run_dir, cfg):
+    tr = Trainer(cfg, run_dir)
+    ck = Checkpoints(run_dir)
+    try:
+        state, meta, step = ck.restore("latest", tr.abstract_state())
+    finally:
+        ck.close()
+    return state, step
+
+
+def _metrics(run_dir):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(Path(run_dir) / "metrics.jsonl")]
+
+
+def test_fit_compiles_once_and_evaluates(tiny_cfg, tmp_path):
+    tr = Trainer(tiny_cfg, tmp_path / "run")
+    result = tr.fit(progress=False)
+    assert tr.train_step._cache_size() == 1  # one shape bucket -> one compile
+    assert tr.eval_step._cache_size() == 1  # valid and test share the bucket
+    assert result["best_step"] in (6, 12, 18, 24)
+    assert set(result) >= {"valid/mse", "test/mse"}
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert all("step" in r for r in recs)
+    assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
+    # training reduced the training loss
+    losses = [r["train/loss"] for r in recs if "train/loss" in r]
+    assert losses[-1] < losses[0]
+
+
+def test_resume_equals_uninterrupted(tiny_cfg, tmp_path):
+    full = Trainer(tiny_cfg, tmp_path / "full")
+    full.fit(progress=False)
+    # stopped at step 12 (a checkpoint), then re-run with the full budget in the same dir
+    cfg_k = json.loads(json.dumps(tiny_cfg))
+    cfg_k["trainer"]["max_steps"] = 12
+    Trainer(cfg_k, tmp_path / "part").fit(progress=False)
+    Trainer(tiny_cfg, tmp_path / "part").fit(progress=False)
+    a, sa = _params(tmp_path / "full", tiny_cfg)
+    b, sb = _params(tmp_path / "part", tiny_cfg)
+    assert sa == sb == 24
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the eval at step 12 of the stopped run is re-done identically; metrics agree line by line
+    ma = _metrics(tmp_path / "full")
+    mb = [r for r in _metrics(tmp_path / "part")]
+    assert ma == mb
+
+
+def test_sigkill_during_training_resumes_exactly(tiny_cfg, tmp_path):
+    cfg = json.loads(json.dumps(tiny_cfg))
+    cfg["trainer"].update(max_steps=200, eval_every=20, log_every=10)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg))
+    script = (
+        "import json,sys; from equilab.cli import setup_jax; setup_jax();"
+        "from equilab.train.loop import Trainer;"
+        "cfg=json.load(open(sys.argv[1])); Trainer(cfg, sys.argv[2]).fit(progress=False)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-c", script, str(cfg_file), str(run)], env=env)
+    latest = run / "checkpoints" / "latest"
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        steps = [int(d.name) for d in latest.glob("*") if d.name.isdigit()] if latest.exists() else []
+        if steps and max(steps) >= 40:
+            break
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "run finished before it could be killed"
+    killed_at = max(int(d.name) for d in latest.glob("*") if d.name.isdigit())
+    assert killed_at < 200
+    subprocess.run([sys.executable, "-c", script, str(cfg_file), str(run)], env=env, check=True)
+    Trainer(cfg, tmp_path / "clean").fit(progress=False)
+    a, sa = _params(run, cfg)
+    b, sb = _params(tmp_path / "clean", cfg)
+    assert sa == sb == 200
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert _metrics(run) == _metrics(tmp_path / "clean")
+
+
+def test_corrupt_latest_checkpoint_falls_back(tiny_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    Trainer(tiny_cfg, run).fit(progress=False)
+    newest = run / "checkpoints" / "latest" / "24"
+    files = [f for f in (newest / "state").rglob("*") if f.is_file() and f.stat().st_size > 0]
+    for f in files:
+        f.write_bytes(f.read_bytes()[: max(1, f.stat().st_size // 3)])
+    tr = Trainer(tiny_cfg, run)
+    ck = Checkpoints(run)
+    try:
+        with caplog.at_level("WARNING", logger="equilab"):
+            state, meta, step = ck.restore("latest", tr.abstract_state())
+    finally:
+        ck.close()
+    assert step == 18
+    assert "unreadable" in caplog.text and "falling back" in caplog.text
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tiny_cfg, tmp_path):
+    cfg = json.loads(json.dumps(tiny_cfg))
+    cfg["optim"] = {"name": "sgd", "lr": 1e25, "schedule": {"name": "constant"}, "ema": None}
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss or gradient at step \d+"):
+        Trainer(cfg, tmp_path / "run").fit(progress=False)
+    ck = tmp_path / "run" / "checkpoints" / "latest"
+    for d in ck.glob("*"):
+        if d.name.isdigit():
+            tr = Trainer(cfg, tmp_path / "run")
+            c = Checkpoints(tmp_path / "run")
+            try:
+                state, _, _ = c.restore("latest", tr.abstract_state())
+            finally:
+                c.close()
+            assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params))
+
+
+def test_two_devices_equal_one(tiny_cfg, tmp_path):
+    """One training step sharded over 2 (forced host) devices equals the 1-device step."""
+    (tmp_path / "cfg.json").write_text(json.dumps(tiny_cfg))
+    script = f"""
+import json, numpy as np, jax
+from equilab.train.loop import Trainer
+cfg = json.load(open({str(tmp_path / "cfg.json")!r}))
+cfg['data']['pad_multiple'] = 2
+out = []
+for n in (1, 2):
+    cfg['trainer']['devices'] = n
+    tr = Trainer(cfg, {str(tmp_path)!r} + f'/r{{n}}')
+    state = tr.sharder.replicate(tr.init_state())
+    batch = tr.sharder.batch(next(tr.data.train_batches(0, 0)), tr.dtype)
+    if n == 2:
+        assert len(batch['positions'].sharding.device_set) == 2
+    state, m = tr.train_step(state, batch, tr.key)
+    out.append([np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
+assert len(jax.devices()) == 2
+err = max(float(np.max(np.abs(a - b))) for a, b in zip(*out))
+print(err)
+assert err < 1e-6, err
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
