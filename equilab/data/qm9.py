@@ -20,7 +20,7 @@ Properties (column order of ``PROPERTIES``), units as in the EDM conditioning ta
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import os
 from typing import Iterator
 
@@ -79,15 +79,25 @@ def edm_split(gdb_indices: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.sort(v) for k, v in parts.items()}
 
 
+def qm9pack_data_dir() -> str:
+    """Folder of the qm9pack CSVs, found without importing the package: its ``__init__`` imports
+    ``pkg_resources``, which newer setuptools no longer ships."""
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("QM9 needs the `qm9pack` package (pip install qm9pack); it ships the CSV files")
+    root = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    if not os.path.exists(os.path.join(root, "qm9_part1.csv")):
+        raise DataError(f"{root}: qm9pack data files missing (qm9_part1.csv)")
+    return root
+
+
 def build_cache(path: str) -> None:
     """Read the qm9pack CSVs and write the padded arrays and the EDM split to ``path`` (npz)."""
     import pandas as pd
 
-    root = importlib.resources.files("qm9pack") / "data"
-    frames = []
-    for part in ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"):
-        with importlib.resources.as_file(root / part) as f:
-            frames.append(pd.read_csv(f, usecols=_CSV_COLUMNS))
+    root = qm9pack_data_dir()
+    frames = [pd.read_csv(os.path.join(root, part), usecols=_CSV_COLUMNS)
+              for part in ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")]
     df = pd.concat(frames, ignore_index=True).sort_values("Index", kind="stable")
     if len(df) != N_MOLECULES:
         raise DataError(f"qm9pack holds {len(df)} molecules, expected {N_MOLECULES}")
