@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -200,11 +200,9 @@ class SymmetricContraction(nn.Module):
 
 
 def _edge_sh_product(h: e3nn.IrrepsArray, Y: e3nn.IrrepsArray, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
-    """Channel-wise product h_j ⊗ Y(r̂_ij) (CG), every path kept as its own block of C channels.
-
-    One line to swap for ``equilab.tp.tensor_product_with_sh`` once the library provides it.
-    """
-    return e3nn.concatenate([h.filter(keep=irreps_out), e3nn.tensor_product(h, Y, filter_ir_out=irreps_out)]).regroup()
+    """Channel-wise product h_j ⊗ Y(r̂_ij) (CG, MACE's "uvu" paths), every path (l1, l2 → l3)
+    kept as its own block of C channels so the radial MLP weights each path and channel."""
+    return e3nn.tensor_product(h, Y, filter_ir_out=irreps_out)
 
 
 class MACEEnergy(nn.Module):
@@ -259,6 +257,8 @@ class MACEEnergy(nn.Module):
             msg = msg * mix  # one learned radial weight per path and channel
             A = e3nn.scatter_sum(msg, dst=receivers, output_size=N) / self.avg_num_neighbors
             A = e3nn.flax.Linear(interaction_irreps, force_irreps_out=True, name=f"linear_A_{t}")(A)
+            if t == 0:  # MACE's first block mixes A per species (its skip_tp with the one-hot)
+                A = e3nn.flax.Linear(interaction_irreps, force_irreps_out=True, name="species_A_0")(onehot, A)
             per_channel = str(e3nn.Irreps([(1, ir) for _, ir in out_irreps]))
             B = SymmetricContraction(per_channel, self.correlation, self.num_species, self.tp,
                                      name=f"product_{t}")(A.mul_to_axis(C), species)

@@ -1,7 +1,4 @@
 """Readers and data modules of AcAc, 3BPA and rMD17 on the shared offline copy (read-only)."""
-import os
-import shutil
-import zipfile
 
 import numpy as np
 import pytest
