@@ -23,6 +23,7 @@ def setup_jax(precision: str = "float32"):
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     if precision == "float64":
         jax.config.update("jax_enable_x64", True)
 

@@ -28,6 +28,15 @@ def _nbody(data_dir: Path, opts: dict) -> dict:
     return {"dataset": "nbody", **{s: str(p) for s, p in paths.items()}}
 
 
+@preparer("qm9")
+def _qm9(data_dir: Path, opts: dict) -> dict:
+    from equilab.data import qm9
+
+    if opts:
+        raise ConfigError(f"equilab-data qm9: unknown option(s) {sorted(opts)}")
+    return {"dataset": "qm9", "cache": str(qm9.prepare(data_dir))}
+
+
 def prepare(name: str, data_dir: Path, opts: dict) -> dict:
     if name not in PREPARERS:
         raise ConfigError(f"unknown dataset {name!r} for equilab-data; choose one of: {', '.join(sorted(PREPARERS))}")

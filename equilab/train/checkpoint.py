@@ -67,3 +67,25 @@ def read_meta(run_dir: str | Path, which: str = "best") -> Tuple[dict, int]:
         if f.exists():
             return json.loads(f.read_text()), s
     raise FileNotFoundError(f"no {which} checkpoint in {d}")
+
+
+def restore_for_inference(run_dir: str | Path, overrides: Optional[dict] = None):
+    """Load a trained run for inference: ``(cfg, model, params, data_stats)``.
+
+    ``params`` are the evaluation parameters (the EMA when the run kept one) of the best
+    checkpoint. ``overrides`` (e.g. ``{"paths": {"data_dir": ...}}``) are merged into the saved
+    config — the data module is rebuilt, since models take statistics (E0s, scales) from it.
+    """
+    import jax
+
+    from equilab.train.loop import Trainer
+
+    meta, _ = read_meta(run_dir, "best")
+    cfg = meta["config"]
+    for group, vals in (overrides or {}).items():
+        cfg[group] = {**cfg.get(group, {}), **vals} if isinstance(vals, dict) else vals
+    if cfg["trainer"].get("precision") == "float64":
+        jax.config.update("jax_enable_x64", True)
+    trainer = Trainer(cfg, run_dir)
+    state, _, _ = trainer.restore_best()
+    return cfg, trainer.model, trainer.eval_params(state), trainer.data.stats

@@ -42,3 +42,12 @@ def build_task(cfg: Dict[str, Any], data):
 
     name, rest = _split(cfg["task"], "task")
     return _call(lambda c, d: TASKS.get(name, field="task.name")(c, d), "task", name, rest, data)
+
+
+def check_names(cfg: Dict[str, Any]) -> None:
+    """Fail fast on an unknown registry name, before any data is loaded."""
+    import equilab.catalog  # noqa: F401
+
+    for group, reg in (("model", MODELS), ("data", DATASETS), ("task", TASKS)):
+        name, _ = _split(cfg[group], group)
+        reg.get(name, field=f"{group}.name")

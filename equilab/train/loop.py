@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import equilab
 from equilab.errors import ConfigError, EquilabError
 from equilab.train.checkpoint import Checkpoints
-from equilab.train.factories import build_data, build_model, build_task
+from equilab.train.factories import build_data, build_model, build_task, check_names
 from equilab.train.logging import MetricsLogger, plot_curves
 from equilab.train.optim import Plateau, build_optimizer
 from equilab.train.state import create_state, make_eval_step, make_train_step
@@ -92,6 +92,7 @@ class Trainer:
             raise ConfigError("trainer.precision=float64 needs jax_enable_x64 (set by the entry point before tracing)")
         for key in ("max_steps", "max_epochs", "eval_every", "eval_every_epochs", "log_every", "ckpt_every", "devices"):
             _int(t, key)  # fail on a wrong type before any data is loaded
+        check_names(cfg)
         self.data = build_data(cfg)
         self.model = build_model(cfg, self.data)
         self.task = build_task(cfg, self.data)

@@ -62,7 +62,7 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "nbody/train.npz is missing" in last and "Traceback" not in r.stderr
     # unknown model name
     r = _cli(["sys.argv[0]='equilab-train'; cli.train()", "logger=none", "model.name=nope",
-              f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/d"])
+              f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path}/d"])  # fails before data are simulated
     assert r.returncode == 2 and "unknown model 'nope'" in r.stderr
 
 
