@@ -8,7 +8,7 @@ cos β, and ``n_α ≥ L1+L2+Lout+1`` uniform points (odd, for the real FFT) int
 trigonometric part.
 
 Cost per channel O(L³): the Legendre step is block-diagonal in m (one (n_β × (L+1)) matrix per
-m, padded to a single batched matmul), the α step a real FFT (or a small dense DFT matmul).
+m, padded to a single batched matmul), the α step a small dense DFT matmul or a real FFT.
 """
 from __future__ import annotations
 
@@ -68,17 +68,6 @@ def grid_constants(L: int, n_beta: int, n_alpha: int):
     return P, Q, A, A.T / n_alpha
 
 
-def to_blocks(a: jnp.ndarray, L: int) -> jnp.ndarray:
-    """[..., (L+1)²] -> [..., 2L+1 (m), L+1 (l)], zero where l < |m|."""
-    a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (1,), a.dtype)], axis=-1)
-    return a[..., m_blocks(L)]
-
-
-def from_blocks(y: jnp.ndarray, L: int) -> jnp.ndarray:
-    """[..., 2L+1, L+1] -> [..., (L+1)²]."""
-    return y.reshape(y.shape[:-2] + (-1,))[..., m_blocks_inverse(L)]
-
-
 def irfft_alpha(F: jnp.ndarray, L: int, n_alpha: int) -> jnp.ndarray:
     """``g(α_a) = Σ_m F_m A_m(α_a)`` via a real inverse FFT; F [..., 2L+1] -> [..., n_α]."""
     s = n_alpha / math.sqrt(2.0)
@@ -97,31 +86,47 @@ def rfft_alpha(g: jnp.ndarray, L: int, n_alpha: int) -> jnp.ndarray:
     ).astype(g.dtype)
 
 
-def synthesize(a: jnp.ndarray, L: int, n_beta: int, n_alpha: int, fft: bool) -> jnp.ndarray:
-    """f on the grid: [..., (L+1)²] -> [..., n_β, n_α]."""
+# Layout: the batch (all leading axes flattened, N) is the LAST axis throughout, so that every
+# step is one large matmul with N columns (per-m Legendre blocks as one batched matmul with m
+# leading, the α step as a single matmul over m) and only two transposes are paid in total.
+
+
+def _rows(aT: jnp.ndarray, L: int) -> jnp.ndarray:
+    """[(L+1)², N] -> [2L+1 (m), L+1 (l), N], zero where l < |m|."""
+    aT = jnp.concatenate([aT, jnp.zeros((1,) + aT.shape[1:], aT.dtype)], axis=0)
+    return aT[m_blocks(L)]
+
+
+def synthesize(aT: jnp.ndarray, L: int, n_beta: int, n_alpha: int, fft: bool) -> jnp.ndarray:
+    """f on the grid: [(L+1)², N] -> [n_α, n_β, N]."""
     P, _, A, _ = grid_constants(L, n_beta, n_alpha)
-    F = jnp.einsum("...ml,mlb->...bm", to_blocks(a, L), jnp.asarray(P, a.dtype))
+    F = jnp.einsum("mlb,mln->mbn", jnp.asarray(P, aT.dtype), _rows(aT, L))  # per-m Legendre blocks
     if fft:
-        return irfft_alpha(F, L, n_alpha)
-    return F @ jnp.asarray(A, a.dtype)
+        return jnp.moveaxis(irfft_alpha(jnp.moveaxis(F, 0, -1), L, n_alpha), -1, 0)
+    return jnp.einsum("ma,mbn->abn", jnp.asarray(A, aT.dtype), F)
 
 
 def analyse(g: jnp.ndarray, L: int, n_beta: int, n_alpha: int, fft: bool) -> jnp.ndarray:
-    """(1/4π)∫ g Y_lm dΩ for l ≤ L: [..., n_β, n_α] -> [..., (L+1)²]."""
+    """(1/4π)∫ g Y_lm dΩ for l ≤ L: [n_α, n_β, N] -> [(L+1)², N]."""
     _, Q, _, Ai = grid_constants(L, n_beta, n_alpha)
-    H = rfft_alpha(g, L, n_alpha) if fft else g @ jnp.asarray(Ai, g.dtype)
-    y = jnp.einsum("...bm,mlb->...ml", H, jnp.asarray(Q, g.dtype))
-    return from_blocks(y, L)
+    if fft:
+        H = jnp.moveaxis(rfft_alpha(jnp.moveaxis(g, 0, -1), L, n_alpha), -1, 0)
+    else:
+        H = jnp.einsum("am,abn->mbn", jnp.asarray(Ai, g.dtype), g)
+    y = jnp.einsum("mlb,mbn->mln", jnp.asarray(Q, g.dtype), H)
+    return y.reshape((-1,) + y.shape[2:])[m_blocks_inverse(L)]
 
 
-def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=True):
+def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=False):
     nb, na = grid_size(L1, L2, Lout)
     nb = n_beta or nb
     na = n_alpha or na
     if fft and na % 2 == 0:
         na += 1
-    g = synthesize(a1, L1, nb, na, fft) * synthesize(a2, L2, nb, na, fft)
-    return analyse(g, Lout, nb, na, fft)
+    lead = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1])
+    flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1]).T
+    g = synthesize(flat(a1), L1, nb, na, fft) * synthesize(flat(a2), L2, nb, na, fft)
+    return analyse(g, Lout, nb, na, fft).T.reshape(lead + (-1,))
 
 
 @TP_METHODS.register("gaunt_s2grid")
@@ -130,7 +135,7 @@ def gaunt_s2grid_tensor_product(
     x2: e3nn.IrrepsArray,
     *,
     irreps_out=None,
-    fft: bool = True,
+    fft: bool = False,
     n_beta: int | None = None,
     n_alpha: int | None = None,
 ) -> e3nn.IrrepsArray:
@@ -143,7 +148,8 @@ def gaunt_s2grid_tensor_product(
         x1, x2: [..., irreps] spherical-function coefficients, C channels each (or one of them
             1); mixed parity classes are split and summed.
         irreps_out: output irreps (multiplicities ignored); default all of degree ≤ L1+L2.
-        fft: real FFT along α (True) or a dense DFT matmul (False).
+        fft: real FFT along α (True) or a dense DFT matmul (False, the default: faster on CPU
+            at these sizes, measured in experiments/tp_benchmark).
         n_beta, n_alpha: override the grid (for tests; the default is the minimal exact one).
 
     Returns:
