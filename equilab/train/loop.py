@@ -118,7 +118,8 @@ class Trainer:
     def init_state(self):
         init_key = jax.random.fold_in(self.key, 0)
         example = self.sharder.batch(self.data.example_batch(), self.dtype)
-        params = _cast_floats(self.model.init(init_key, example), self.dtype)
+        # jit: an un-jitted init of a deep model traces op by op and can take minutes
+        params = _cast_floats(jax.jit(self.model.init)(init_key, example), self.dtype)
         return create_state(params, self.tx, self.ema_decay is not None)
 
     def abstract_state(self):
