@@ -19,6 +19,7 @@ def main():
     ap.add_argument("data_dir", nargs="?", default=default_data_dir())
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--layout", default="graph", choices=["dense", "graph"])
     a = ap.parse_args()
     setup_jax()
     from equilab.train.loop import Trainer
@@ -27,7 +28,7 @@ def main():
         "seed": 0, "paths": {"data_dir": a.data_dir},
         "model": {"name": "egnn", "hidden": 64, "layers": 4},
         "data": {"name": "nbody", "batch_size": a.batch, "max_train": 3000, "max_valid": 100, "max_test": 100,
-                 "generate_if_missing": True},
+                 "generate_if_missing": True, "layout": a.layout},
         "task": {"name": "position_regression"},
         "optim": {"name": "adam", "lr": 5e-4, "weight_decay": 1e-12, "schedule": {"name": "constant"}, "ema": None},
         "trainer": {"max_steps": 10, "eval_every": 10, "log_every": 10, "precision": "float32"},
@@ -51,7 +52,7 @@ def main():
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1e3
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-    print(json.dumps({"batch": a.batch, "params": int(n_params), "compile_s": round(compile_s, 2),
+    print(json.dumps({"batch": a.batch, "layout": a.layout, "params": int(n_params), "compile_s": round(compile_s, 2),
                       "median_ms": round(float(np.median(ms)), 3), "p10_ms": round(float(np.percentile(ms, 10)), 3),
                       "p90_ms": round(float(np.percentile(ms, 90)), 3), "device": str(jax.devices()[0])}))
 

@@ -192,7 +192,7 @@ class NBodyData:
 
     def __init__(self, data_dir, *, batch_size=100, max_train=3000, max_valid=2000, max_test=2000,
                  frame_in=30, frame_out=40, generate_if_missing=False, eval_batch_size=None, pad_multiple=1,
-                 layout="dense"):
+                 layout="graph"):
         if layout not in ("dense", "graph"):
             raise DataError(f"data.layout={layout!r}; choose dense (fully connected, fast on CPU) or graph")
         self.layout = layout

@@ -63,7 +63,9 @@ class _Sparse:
 
 class _Dense:
     """Fully connected layout for small fixed-size systems: nodes (B, n, ...), all pairs i ≠ j
-    of real nodes are edges. No gathers or scatters, so it is much faster on CPU."""
+    of real nodes are edges, no gathers or scatters. (Measured on a 2-core CPU, EGNN 4×64 at
+    batch 100: 44 ms per train step against 19 ms for the edge-list layout, so the edge list is
+    the default; the dense form is kept for accelerators and as a cross-check.)"""
 
     def __init__(self, node_mask):
         n = node_mask.shape[1]
