@@ -22,6 +22,7 @@ Batches follow ``equilab/data/atoms.py``; the model returns a dict with ``energy
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from typing import Tuple
@@ -275,6 +276,9 @@ class MACEEnergy(nn.Module):
         return sum(energies)  # (N,)
 
 
+_CORE_FIELDS = tuple(f.name for f in dataclasses.fields(MACEEnergy) if f.name not in ("parent", "name"))
+
+
 class MACE(nn.Module):
     """MACE energy model with forces −∂E/∂x (lifted ``nn.value_and_grad`` over positions).
 
@@ -305,10 +309,9 @@ class MACE(nn.Module):
         node_mask = jnp.asarray(batch["node_mask"])
         G = batch["graph_mask"].shape[0]
         node_graph = jnp.asarray(batch["node_graph"])
-        core = MACEEnergy(
-            self.num_species, self.num_channels, self.max_ell, self.hidden_lmax, self.num_interactions,
-            self.correlation, self.num_bessel, self.poly_p, self.cutoff, tuple(self.radial_mlp), self.readout_mlp,
-            self.avg_num_neighbors, self.tp, name="mace")
+        # The core's hyperparameters are this module's fields of the same names (by name, not
+        # by position, so adding a field to MACEEnergy cannot silently shift the others).
+        core = MACEEnergy(**{f: getattr(self, f) for f in _CORE_FIELDS}, name="mace")
         args = (species, jnp.asarray(batch["senders"]), jnp.asarray(batch["receivers"]), jnp.asarray(batch["edge_mask"]))
 
         def residual(mdl, pos):
