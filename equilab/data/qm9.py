@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from equilab.errors import DataError
+from equilab.errors import ConfigError, DataError
 from equilab.registry import DATASETS
 
 ATOM_TYPES = ("H", "C", "N", "O", "F")
@@ -185,6 +185,37 @@ def _one_hot(charges: np.ndarray) -> np.ndarray:
     return (idx[..., None] == np.arange(len(ATOMIC_NUMBERS))).astype(np.float32)
 
 
+SUBSETS = ("all", "first_half", "second_half")
+
+
+def edm_half(train_rows: np.ndarray, subset: str) -> np.ndarray:
+    """EDM's halves of the training set (``qm9/data/utils.py``): ``np.random.seed(42)``, a
+    permutation of the stored training molecules; ``first_half`` = its first 50,000 entries
+    (property evaluator), ``second_half`` = the rest (conditional generator), both in
+    permutation order as EDM slices them.  ``all`` returns ``train_rows`` unchanged.
+
+    Examples:
+        >>> rows = np.arange(10)
+        >>> a, b = edm_half(rows, "first_half"), edm_half(rows, "second_half")
+        >>> sorted(np.concatenate([a, b]).tolist()) == rows.tolist(), len(a), len(b)
+        (True, 5, 5)
+    """
+    if subset not in SUBSETS:
+        raise ConfigError(f"data.subset must be one of {SUBSETS}, got {subset!r}")
+    if subset == "all":
+        return train_rows
+    perm = np.random.RandomState(42).permutation(len(train_rows))
+    h = len(train_rows) // 2
+    return train_rows[perm[:h]] if subset == "first_half" else train_rows[perm[h:]]
+
+
+def check_property(name, field: str = "data.condition_on") -> int:
+    """Column of a property name in ``PROPERTIES``; a clear ConfigError naming ``field`` otherwise."""
+    if name not in PROPERTIES:
+        raise ConfigError(f"{field} must be one of {', '.join(PROPERTIES)}; got {name!r}")
+    return PROPERTIES.index(name)
+
+
 class QM9DataModule:
     """Dense, padded QM9 batches for generative models (DataModule interface of equilab.train).
 
@@ -192,30 +223,43 @@ class QM9DataModule:
         positions (B, 29, 3) float32 Å, zero-centred over real atoms; node_mask (B, 29) bool;
         one_hot (B, 29, 5) float32 over H C N O F; charges (B, 29) float32 atomic numbers;
         n_atoms (B,) int32; properties (B, 6) float32; graph_mask (B,) bool (False = padding
-        molecule, only in the last eval batch).
+        molecule, only in the last eval batch); with ``condition_on``, context (B, 1) float32,
+        the normalised property (p − mean)/MAD.
+
+    Property normalisation (``stats["property_mean"]``, ``["property_mad"]``, all six columns)
+    follows EDM's ``compute_mean_mad``: mean and mean absolute deviation of the training set for
+    ``subset=all``, of the *validation* split for the halves (EDM computes the norms of
+    ``qm9_second_half`` and of its property evaluator on ``dataloaders['valid']``), so the
+    generator and the evaluator of the conditioning protocol share one normalisation.
 
     Args:
         data_dir: data root (the cache lives in ``data_dir/qm9``).
         batch_size: molecules per batch.
         train_subset: use only the first k training molecules (CPU smoke runs).
-        half: None, "first" or "second": EDM's halves of the training set for conditional
-            generation (generator on "second", property evaluator on "first").
+        subset: ``all``, ``first_half`` or ``second_half`` of the EDM training set (see
+            ``edm_half``): property evaluator on the first half, conditional generator on the
+            second.
+        condition_on: None or one of ``PROPERTIES``: adds ``context`` to every batch and the
+            joint (atom count, property) sample of the training molecules to ``stats``
+            (``context_n_atoms``, ``context_values``) for conditional sampling.
         eval_subset: cap on molecules per evaluation split (None = all).
+        half: legacy spelling of ``subset`` (``first`` / ``second``), kept so that configs
+            saved before ``subset`` existed still build.
     """
 
-    def __init__(self, data_dir, batch_size=64, train_subset=None, half=None, eval_subset=None):
+    def __init__(self, data_dir, batch_size=64, train_subset=None, subset="all", condition_on=None,
+                 eval_subset=None, half=None):
         self.data_dir = os.fspath(data_dir)
         self.batch_size = int(batch_size)
         d = load(self.data_dir)
-        train = d["split_train"]
         if half is not None:
-            # EDM (qm9/data/utils.py): np.random.seed(42) permutation of the stored training set,
-            # first half -> property evaluator, second half -> conditional generator.
             if half not in ("first", "second"):
-                raise DataError(f"data.half must be null, first or second, got {half!r}")
-            perm = np.random.RandomState(42).permutation(len(train))
-            h = len(train) // 2
-            train = train[perm[:h]] if half == "first" else train[perm[h:]]
+                raise DataError(f"data.half must be null, first or second, got {half!r} (prefer data.subset)")
+            subset = f"{half}_half"
+        self.subset = subset or "all"
+        train = edm_half(d["split_train"], self.subset)
+        self.condition_on = condition_on
+        self._prop = None if condition_on is None else check_property(condition_on)
         if train_subset is not None:
             train = train[: int(train_subset)]
         self._rows = {"train": train, "valid": d["split_valid"], "test": d["split_test"]}
@@ -227,7 +271,8 @@ class QM9DataModule:
         self.eval_splits = ["valid", "test"]
         self.steps_per_epoch = len(train) // self.batch_size
         hist = np.bincount(d["n_atoms"][train].astype(np.int64), minlength=MAX_ATOMS + 1)
-        props = d["properties"][train]
+        norm_split = "train" if self.subset == "all" else "valid"
+        props = d["properties"][train if norm_split == "train" else d["split_valid"]]
         mean = props.mean(0)
         self.stats = {
             "n_nodes_hist": hist.tolist(),
@@ -235,14 +280,36 @@ class QM9DataModule:
             "atomic_numbers": list(ATOMIC_NUMBERS),
             "max_atoms": MAX_ATOMS,
             "n_train": int(len(train)),
+            "subset": self.subset,
             "properties": list(PROPERTIES),
+            "property_units": [PROPERTY_UNITS[p] for p in PROPERTIES],
             "property_mean": mean.tolist(),
             "property_mad": np.abs(props - mean).mean(0).tolist(),
+            "property_norm_split": norm_split,
+            "condition_on": condition_on,
+            "context_dim": 0 if condition_on is None else 1,
         }
+        if condition_on is not None:
+            self.stats["context_n_atoms"] = d["n_atoms"][train].astype(np.int64)
+            self.stats["context_values"] = d["properties"][train, self._prop].astype(np.float64)
 
-    def _batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def subset_rows(self, subset: str) -> np.ndarray:
+        """Row numbers (into the cache arrays) of ``all`` / ``first_half`` / ``second_half`` of the
+        EDM training set, or of the ``valid`` / ``test`` split (all of it)."""
         d = load(self.data_dir)
-        b = self.batch_size
+        if subset in ("valid", "test"):
+            return d[f"split_{subset}"]
+        return edm_half(d["split_train"], subset)
+
+    def batches_for_rows(self, rows: np.ndarray, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Padded batches (same fields as training batches) over the given rows, in order."""
+        b = batch_size or self.batch_size
+        for s in range(0, len(rows), b):
+            yield self._batch(rows[s:s + b], b)
+
+    def _batch(self, rows: np.ndarray, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        d = load(self.data_dir)
+        b = batch_size or self.batch_size
         valid = len(rows)
         rows = np.concatenate([rows, np.full(b - valid, rows[0], rows.dtype)]) if valid < b else rows
         graph_mask = np.arange(b) < valid
@@ -252,15 +319,21 @@ class QM9DataModule:
         n = node_mask.sum(1)
         com = (pos * node_mask[..., None]).sum(1) / np.maximum(n, 1)[:, None]
         pos = (pos - com[:, None]) * node_mask[..., None]
-        return {
+        props = d["properties"][rows]
+        batch = {
             "positions": pos.astype(np.float32),
             "node_mask": node_mask,
             "one_hot": _one_hot(charges) * node_mask[..., None],
             "charges": (charges * node_mask).astype(np.float32),
             "n_atoms": n.astype(np.int32),
-            "properties": d["properties"][rows].astype(np.float32),
+            "properties": props.astype(np.float32),
             "graph_mask": graph_mask,
         }
+        if self._prop is not None:
+            i = self._prop
+            ctx = (props[:, i] - self.stats["property_mean"][i]) / self.stats["property_mad"][i]
+            batch["context"] = ctx[:, None].astype(np.float32)  # normalised in float64, then cast
+        return batch
 
     def train_batches(self, epoch: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
         rows = self._rows["train"]

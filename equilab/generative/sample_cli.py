@@ -5,6 +5,8 @@ Writes into ``out`` (default ``<run_dir>/samples/n<count>_steps<steps>_seed<seed
 ``molecules.xyz``, ``molecules.sdf`` (EDM-rule bonds), ``metrics.json`` (the EDM metrics of
 ``equilab-eval-molecules`` plus sampling settings, compile time and throughput) and ``grid.png``
 (RDKit 2-D depictions of the first valid molecules).  Prints the metrics JSON on its last line.
+A conditional run (``data.condition_on``) samples for targets drawn jointly with the atom counts
+from its training data and writes them to ``targets.json``; ``equilab-eval-property`` scores them.
 """
 from __future__ import annotations
 
@@ -94,32 +96,51 @@ def draw_grid(molecules, path: str, n: int = 16) -> int:
 
 
 def sample_molecules(task, model, params, *, n: int, batch: int, seed: int, opts: dict):
-    """Draw n molecules in jitted batches of a fixed size; returns (molecules, timing dict)."""
+    """Draw n molecules in jitted batches of a fixed size; returns (molecules, timing dict).
+
+    A conditional task (``condition_on``) gets atom counts and targets drawn jointly from its
+    training data (``equilab.generative.conditioning``); the targets are in ``timing["targets"]``.
+    """
     import jax
+    import jax.numpy as jnp
 
     from equilab.generative.common import to_molecules
 
-    fn = jax.jit(lambda p, k, m: task.sample(model, p, k, m, **opts))
+    cond = getattr(task, "condition_on", None)
+    if cond is not None:
+        from equilab.generative.conditioning import from_stats, node_mask_from_counts
+
+        dist, rng = from_stats(task.stats), np.random.default_rng(seed)
+    fn = jax.jit(lambda p, k, m, c: task.sample(model, p, k, m, context=c, **opts))
     key = jax.random.PRNGKey(seed)
-    mols, t_compile, t_run = [], 0.0, 0.0
+    mols, targets, t_compile, t_run = [], [], 0.0, 0.0
     for i in range(-(-n // batch)):
         kb, km = jax.random.split(jax.random.fold_in(key, i))
-        mask = task.sample_node_mask(km, batch)
+        if cond is None:
+            mask, ctx = task.sample_node_mask(km, batch), None
+        else:
+            counts, tgt = dist.sample(rng, batch)
+            mask = jnp.asarray(node_mask_from_counts(counts, task.stats.get("max_atoms", 29)))
+            ctx = jnp.asarray(task.normalise(tgt)[:, None], jnp.float32)
+            targets += tgt.tolist()
         t0 = time.perf_counter()
-        x, ty = jax.block_until_ready(fn(params, kb, mask))
+        x, ty = jax.block_until_ready(fn(params, kb, mask, ctx))
         dt = time.perf_counter() - t0
         if i == 0:
             # The first call compiles; time a second call on the same batch for throughput.
             t0 = time.perf_counter()
-            jax.block_until_ready(fn(params, kb, mask))
+            jax.block_until_ready(fn(params, kb, mask, ctx))
             t_compile = dt - (time.perf_counter() - t0)
             dt = time.perf_counter() - t0
         t_run += dt
         mols += to_molecules(x, ty, mask)
     mols = mols[:n]
     nb = -(-n // batch)
-    return mols, {"compile_s": round(t_compile, 3), "sampling_s": round(t_run, 6),
-                  "molecules_per_s": round(nb * batch / t_run, 3)}
+    timing = {"compile_s": round(t_compile, 3), "sampling_s": round(t_run, 6),
+              "molecules_per_s": round(nb * batch / t_run, 3)}
+    if cond is not None:
+        timing.update(condition_on=cond, targets=targets[:n])
+    return mols, timing
 
 
 def main(argv=None) -> int:
@@ -147,6 +168,9 @@ def main(argv=None) -> int:
         out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}")
         out.mkdir(parents=True, exist_ok=True)
         mols, timing = sample_molecules(task, model, params, n=n, batch=batch, seed=seed, opts=opts)
+        targets = timing.pop("targets", None)
+        if targets is not None:  # conditional run: the requested property of molecule i
+            (out / "targets.json").write_text(json.dumps({"property": timing["condition_on"], "targets": targets}))
         M.write_xyz(str(out / "molecules.xyz"), mols)
         M.write_sdf(str(out / "molecules.sdf"), mols)
         ref = None

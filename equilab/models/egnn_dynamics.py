@@ -113,7 +113,21 @@ class EGNNDynamics(nn.Module):
 
 @MODELS.register("egnn_dynamics")
 def build(cfg: dict, data) -> EGNNDynamics:
-    """cfg: hidden, n_layers, coords_range, normalization_factor, context_dim (optional)."""
+    """cfg: hidden, n_layers, coords_range, normalization_factor, context_dim.
+
+    ``context_dim: null`` (the default) takes the width of the data's context (``data.condition_on``
+    gives 1, none gives 0); an explicit value must agree with the data when the data has one.
+    """
+    from equilab.errors import ConfigError
+
     stats = getattr(data, "stats", {}) or {}
     n_types = len(stats.get("atom_types", ("H", "C", "N", "O", "F")))
-    return EGNNDynamics(n_features=n_types + 1, **cfg)
+    cfg = dict(cfg)
+    ctx = cfg.pop("context_dim", None)
+    data_ctx = stats.get("context_dim")
+    if ctx is None:
+        ctx = data_ctx or 0
+    elif data_ctx is not None and int(ctx) != int(data_ctx):
+        raise ConfigError(f"model.context_dim={ctx} but the data provides a context of width {data_ctx} "
+                          f"(data.condition_on={stats.get('condition_on')!r}); leave model.context_dim null")
+    return EGNNDynamics(n_features=n_types + 1, context_dim=int(ctx), **cfg)

@@ -3,8 +3,9 @@
 Both train a dynamics network (``egnn_dynamics``) on dense QM9 batches (``equilab.data.qm9``):
 positions zero-CoM, node features [one_hot·0.25, charge·0.1] (EDM's scaling).  The metric is the
 per-molecule objective (``loss``); sample quality is measured by ``equilab-sample``.
-Optional conditioning on one QM9 property (``condition_on``), normalised by the training mean
-and mean absolute deviation, as EDM does.
+Optional conditioning on one QM9 property (``data.condition_on``; ``task.condition_on`` follows
+it), normalised as (p − mean)/MAD with the data module's norms (EDM's ``prepare_context``); the
+context (B, 1) is appended to every node's features (EDM's ``context_node_nf``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ class _Generative:
                  feature_scales: Sequence[float] = FEATURE_SCALES):
         self.stats = dict(stats or {})
         self.scales = tuple(float(s) for s in feature_scales)
+        data_cond = self.stats.get("condition_on")
+        if condition_on is not None and data_cond is not None and condition_on != data_cond:
+            raise ConfigError(f"task.condition_on={condition_on!r} but data.condition_on={data_cond!r}; "
+                              "set data.condition_on only (the task follows it)")
+        condition_on = condition_on or data_cond
         self.condition_on = condition_on
         if condition_on is not None:
             if condition_on not in PROPERTIES:
@@ -39,14 +45,25 @@ class _Generative:
             self._prop = (i, float(self.stats["property_mean"][i]), float(self.stats["property_mad"][i]))
 
     # -- inputs ---------------------------------------------------------------------------
+    def normalise(self, values):
+        """Property values in their units -> the normalised context (p − mean)/MAD."""
+        _, mu, mad = self._prop
+        return (values - mu) / mad
+
+    def denormalise(self, context):
+        _, mu, mad = self._prop
+        return context * mad + mu
+
     def _inputs(self, batch):
         mask = jnp.asarray(batch["node_mask"]) & jnp.asarray(batch["graph_mask"])[:, None]
         x = remove_mean(jnp.asarray(batch["positions"]) * self.scales[0], mask)
         h = data_features(batch, self.scales) * mask[..., None]
         ctx = None
         if self.condition_on is not None:
-            i, mu, mad = self._prop
-            ctx = ((jnp.asarray(batch["properties"])[:, i] - mu) / mad)[:, None].astype(x.dtype)
+            if "context" in batch:
+                ctx = jnp.asarray(batch["context"], x.dtype).reshape(-1, 1)
+            else:
+                ctx = self.normalise(jnp.asarray(batch["properties"])[:, self._prop[0]])[:, None].astype(x.dtype)
         return x, h, mask, ctx
 
     @staticmethod
@@ -82,9 +99,12 @@ class _Generative:
     def sample(self, model, params, key, node_mask, context=None, **opts):
         """Pure, jittable: node mask (B, N) -> positions (B, N, 3) Å, type index (B, N) (−1 pad).
 
-        ``context`` (B, 1): normalised property value when conditioning.  ``opts`` override the
-        task's sampler settings (``steps``, ``solver`` for flow matching).
+        ``context`` (B, 1): normalised property value when conditioning (``normalise``; draw it
+        jointly with the atom count, see ``equilab.generative.conditioning``).  ``opts`` override
+        the task's sampler settings (``steps``, ``solver`` for flow matching).
         """
+        if self.condition_on is not None and context is None:
+            raise ValueError(f"this model is conditioned on {self.condition_on}: pass context=(B, 1)")
         dyn = self._dyn(model, params, node_mask, context)
         x, h = self._sample(dyn, key, node_mask, **opts)
         return decode(x, h, node_mask, self.scales)

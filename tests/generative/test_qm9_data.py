@@ -33,7 +33,7 @@ def test_counts_split_and_edm_statistics(qm9_dir):
     c = d["charges"][tr]
     assert {z: int((c == z).sum()) for z in (1, 6, 7, 8, 9)} == EDM_ATOM_TYPES
     assert qm9.QM9DataModule(qm9_dir, batch_size=64).stats["n_nodes_hist"] == _hist(EDM_N_NODES)
-    assert qm9.QM9DataModule(qm9_dir, batch_size=64, half="second").stats["n_nodes_hist"] == _hist(EDM_SECOND_HALF)
+    assert qm9.QM9DataModule(qm9_dir, batch_size=64, subset="second_half").stats["n_nodes_hist"] == _hist(EDM_SECOND_HALF)
     # Units: methane (gdb 1) alpha 13.21 bohr^3, gap 0.5048 Ha in meV, mu 0 D, Cv 6.469.
     np.testing.assert_allclose(d["properties"][0], [13.21, 0.5048 * 27211.386245988, -0.3877 * 27211.386245988,
                                                     0.1171 * 27211.386245988, 0.0, 6.469], rtol=1e-12)
@@ -61,7 +61,13 @@ def test_batches_static_centred_and_deterministic(qm9_dir):
 def test_bad_options_are_clear(qm9_dir):
     from equilab.errors import DataError
 
+    from equilab.errors import ConfigError
+
     with pytest.raises(DataError, match="half"):
         qm9.QM9DataModule(qm9_dir, half="third")
+    with pytest.raises(ConfigError, match="data.subset"):
+        qm9.QM9DataModule(qm9_dir, subset="third_half")
+    with pytest.raises(ConfigError, match="data.condition_on"):
+        qm9.QM9DataModule(qm9_dir, condition_on="U0")
     with pytest.raises(DataError, match="no split"):
         next(qm9.QM9DataModule(qm9_dir, batch_size=8).eval_batches("train2"))
