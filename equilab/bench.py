@@ -90,8 +90,12 @@ def product_fn(method: str, L: int):
 
         return f
     kw = {}
-    if method == "gaunt_s2grid_fft":  # real FFT along α instead of the (default) DFT matmul
+    if method == "gaunt_s2grid_fft":  # unfolded transforms, real FFT along α
         method, kw = "gaunt_s2grid", {"fft": True}
+    elif method == "gaunt_s2grid_unfolded":  # unfolded transforms, dense DFT (the session-1 default)
+        method, kw = "gaunt_s2grid", {"fold": False}
+    elif method == "gaunt_fourier_fft":  # complex 2D FFTs on the full torus (the session-1 default)
+        method, kw = "gaunt_fourier", {"fft": True}
     return lambda a1, a2: tensor_product(wrap(a1), wrap(a2), method=method, irreps_out=out, **kw).array
 
 

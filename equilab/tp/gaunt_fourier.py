@@ -11,6 +11,16 @@ convolution F1 * F2, done by FFT (inverse real 2D FFT of both, pointwise product
 
 All coefficients are exact: Ŷ from an FFT of 2L+1 samples per direction of a trigonometric
 polynomial of degree L (no aliasing), J analytically — no numerical quadrature.
+
+Default path (``fft=False``): the same convolution theorem, with the transforms done as small
+dense DFTs instead of 2D FFTs (faster on CPU at L ≤ 10, where XLA's complex 2D FFTs on odd torus
+sizes dominated). The torus function satisfies ``f(−θ, φ) = f(θ, φ + π)``, so its samples on the
+(2Lp+1) × n_φ torus grid (n_φ even) are determined by the nodes θ_i = 2πi/(2Lp+1), i ≤ Lp —
+a uniform-θ spherical grid. Synthesis evaluates the trigonometric polynomials there; analysis
+is the exact torus projection ``½ Σ_{u,u'} c_u b_u' J(u+u')`` with c the θ-DFT of the product
+(folded onto i ≤ Lp) and b the exact Fourier coefficients of the Legendre factor, precomputed per
+(l, m, i). Both then run through the symmetry-folded, batch-chunked transforms of
+:mod:`equilab.tp._folded` (α → −α, α → α + π; the uniform θ nodes have no equatorial symmetry).
 """
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equilab.registry import TP_METHODS
+from equilab.tp import _folded
 from equilab.tp._common import alpha_basis, legendre_table
 from equilab.tp._gaunt import gaunt_apply
 
@@ -133,15 +144,55 @@ def from_torus(g: jnp.ndarray, Lout: int, Lp: int, n_phi: int) -> jnp.ndarray:
     return y.reshape(y.shape[:-2] + (-1,))[..., inv]
 
 
-def gaunt_fourier_core(a1, L1, a2, L2, Lout):
+@functools.cache
+def torus_constants(L: int, Lp: int, n_phi: int) -> _folded.Folded:
+    """Folded transforms of degree L on the half torus θ_i = 2πi/(2Lp+1), i = 0…Lp, × n_φ (even).
+
+    Synthesis: the torus extension of ``B_l^|m|`` (signed sin θ) at θ_i. Analysis row of (l, m):
+    ``R_i = ½ Σ_{u,u'} b_u' J(u+u') (1/N_θ)[e^{−iuθ_i} + (−1)^m e^{iuθ_i} (i ≥ 1)]`` — the torus
+    projection of the product's θ-DFT, whose samples at θ > π are those at 2π − θ with φ + π."""
+    assert n_phi % 2 == 0, "the half-torus fold needs φ + π on the grid"
+    Nt = 2 * Lp + 1
+    theta = 2 * np.pi * np.arange(Lp + 1) / Nt
+    B = legendre_table(L, np.cos(theta), np.sin(theta))  # [l, |m|, i]
+    Nb = 2 * L + 1  # exact Fourier coefficients b_u' of B_l^|m|(θ), |u'| ≤ L
+    t = 2 * np.pi * np.arange(Nb) / Nb
+    b = np.fft.fft(legendre_table(L, np.cos(t), np.sin(t)), axis=-1) / Nb  # [l, |m|, u']
+    u, up = _freq(Nt), _freq(Nb)
+    Jm = _J(u[:, None] + up[None, :])  # [u, u']
+    E = np.exp(-1j * np.outer(u, theta)) / Nt  # [u, i]
+    mirror = np.where(np.arange(Lp + 1) >= 1, 1.0, 0.0)
+
+    def ana(l, m):
+        even = np.exp(1j * np.outer(u, theta)) / Nt * mirror  # [u, i]
+        W = E + (-1) ** abs(m) * even
+        R = 0.5 * np.einsum("p,up,ui->i", b[l, abs(m)], Jm, W)
+        assert np.abs(R.imag).max() < 1e-12
+        return R.real
+
+    return _folded.build(L, n_phi, Lp + 1, False, beta_syn=lambda l, m: B[l, abs(m)], beta_ana=ana)
+
+
+def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None):
     Lp = L1 + L2
     n_phi = L1 + L2 + Lout + 1
-    g = to_torus(a1, L1, Lp, n_phi) * to_torus(a2, L2, Lp, n_phi)
-    return from_torus(g, Lout, Lp, n_phi)
+    if fft:
+        g = to_torus(a1, L1, Lp, n_phi) * to_torus(a2, L2, Lp, n_phi)
+        return from_torus(g, Lout, Lp, n_phi)
+    n_phi += n_phi % 2
+    lead = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1])
+    flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1])
+    c1, c2, co = (torus_constants(L, Lp, n_phi) for L in (L1, L2, Lout))
+    core = functools.partial(_folded.gaunt_folded, c1, c2, co)
+    values = int(np.prod(c1.syn_alpha.shape[:4])) * c1.syn_beta.shape[4]  # one grid array per column
+    y = _folded.map_batch(core, flat(a1), flat(a2), chunk or _folded.chunk_size(values))
+    return y.reshape(lead + (-1,))
 
 
 @TP_METHODS.register("gaunt_fourier")
-def gaunt_fourier_tensor_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, irreps_out=None) -> e3nn.IrrepsArray:
+def gaunt_fourier_tensor_product(
+    x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, irreps_out=None, fft: bool = False, chunk: int | None = None
+) -> e3nn.IrrepsArray:
     """Gaunt product via 2D Fourier coefficients and FFT convolution.
 
     Same contract and output as ``gaunt_s2grid`` (the projection of f1·f2 onto Y_l3m3 in
@@ -150,8 +201,11 @@ def gaunt_fourier_tensor_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, 
     Args:
         x1, x2: [..., irreps] spherical-function coefficients, C channels (or one of them 1).
         irreps_out: output irreps (multiplicities ignored); default all of degree ≤ L1+L2.
+        fft: the convolution by complex 2D FFTs on the full torus (True), or by folded dense
+            DFTs on the half torus (False, the default: faster on CPU at L ≤ 10).
+        chunk: batch columns per chunk of the default path (default: sized for the L2 cache).
 
     Returns:
         [..., C x irreps_out] (sorted).
     """
-    return gaunt_apply(gaunt_fourier_core, x1, x2, irreps_out)
+    return gaunt_apply(functools.partial(gaunt_fourier_core, fft=fft, chunk=chunk), x1, x2, irreps_out)

@@ -7,8 +7,13 @@ The rule is exact because the integrand has degree L1+L2+Lout: Gauss–Legendre 
 cos β, and ``n_α ≥ L1+L2+Lout+1`` uniform points (odd, for the real FFT) integrate the
 trigonometric part.
 
-Cost per channel O(L³): the Legendre step is block-diagonal in m (one (n_β × (L+1)) matrix per
-m, padded to a single batched matmul), the α step a small dense DFT matmul or a real FFT.
+Cost per channel O(L³): the Legendre step is block-diagonal in m. The default path
+(:mod:`equilab.tp._folded`) also uses the α grid's symmetries α → −α and α → α + π (even n_α)
+to split each function into 4 parity components computed on a quarter of the α points (about 4×
+fewer multiply-adds in the α DFTs, which dominate), and processes the batch in cache-sized
+chunks. (The equatorial symmetry of the Gauss–Legendre nodes can be folded too,
+``fold_beta=True`` in :func:`folded_constants`; measured slower on CPU, so off.)
+``fold=False`` keeps the unfolded transforms (dense DFT matmul, or a real FFT with ``fft=True``).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equilab.registry import TP_METHODS
+from equilab.tp import _folded
 from equilab.tp._common import alpha_basis, gauss_legendre, legendre_table, odd_at_least
 from equilab.tp._gaunt import gaunt_apply
 
@@ -117,15 +123,47 @@ def analyse(g: jnp.ndarray, L: int, n_beta: int, n_alpha: int, fft: bool) -> jnp
     return y.reshape((-1,) + y.shape[2:])[m_blocks_inverse(L)]
 
 
-def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=False):
+@functools.cache
+def folded_constants(L: int, n_beta: int, n_alpha: int, fold_beta: bool = False) -> _folded.Folded:
+    """Folded transforms of degree L on the Gauss–Legendre (n_β) × uniform (n_α) grid.
+
+    ``fold_beta``: also fold the equatorial reflection (fundamental nodes z ≥ 0; the equator, a
+    fixed point when n_β is odd, weighted 1/2 in the analysis). It halves the Legendre
+    multiply-adds but doubles the components of the Hadamard step; measured ~1.3× slower on
+    CPU at L = 8, 10 (experiments/tp_benchmark/README.md), so off by default."""
+    z, w = gauss_legendre(n_beta)
+    stab = np.ones(n_beta)
+    if fold_beta:
+        nh = (n_beta + 1) // 2
+        z, w, stab = z[n_beta - nh :], w[n_beta - nh :], stab[:nh]
+        if n_beta % 2 == 1:
+            stab[0] = 2.0  # z = 0
+    B = legendre_table(L, z, np.sqrt(1.0 - z * z))  # [l, m, b]
+    return _folded.build(
+        L, n_alpha, len(z), fold_beta,
+        beta_syn=lambda l, m: B[l, abs(m)],
+        beta_ana=lambda l, m: B[l, abs(m)] * w / 2.0 / stab,
+    )
+
+
+def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=False, fold=True, chunk=None, fold_beta=False):
     nb, na = grid_size(L1, L2, Lout)
     nb = n_beta or nb
-    na = n_alpha or na
+    if n_alpha:
+        na = n_alpha
+    elif fold and not fft:
+        na += na % 2  # even: the α → α + π symmetry halves the DFTs again
     if fft and na % 2 == 0:
         na += 1
     lead = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1])
-    flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1]).T
-    g = synthesize(flat(a1), L1, nb, na, fft) * synthesize(flat(a2), L2, nb, na, fft)
+    flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1])
+    if fold and not fft:
+        c1, c2, co = (folded_constants(L, nb, na, fold_beta) for L in (L1, L2, Lout))
+        core = functools.partial(_folded.gaunt_folded, c1, c2, co)
+        values = int(np.prod(c1.syn_alpha.shape[:4])) * c1.syn_beta.shape[4]  # one grid array per column
+        y = _folded.map_batch(core, flat(a1), flat(a2), chunk or _folded.chunk_size(values))
+        return y.reshape(lead + (-1,))
+    g = synthesize(flat(a1).T, L1, nb, na, fft) * synthesize(flat(a2).T, L2, nb, na, fft)
     return analyse(g, Lout, nb, na, fft).T.reshape(lead + (-1,))
 
 
@@ -136,6 +174,8 @@ def gaunt_s2grid_tensor_product(
     *,
     irreps_out=None,
     fft: bool = False,
+    fold: bool = True,
+    chunk: int | None = None,
     n_beta: int | None = None,
     n_alpha: int | None = None,
 ) -> e3nn.IrrepsArray:
@@ -148,8 +188,11 @@ def gaunt_s2grid_tensor_product(
         x1, x2: [..., irreps] spherical-function coefficients, C channels each (or one of them
             1); mixed parity classes are split and summed.
         irreps_out: output irreps (multiplicities ignored); default all of degree ≤ L1+L2.
-        fft: real FFT along α (True) or a dense DFT matmul (False, the default: faster on CPU
-            at these sizes, measured in experiments/tp_benchmark).
+        fold: symmetry-folded, batch-chunked transforms (default; see the module docstring).
+        fft: unfolded transforms with a real FFT along α (slower on CPU at these sizes,
+            measured in experiments/tp_benchmark); ``fold=False, fft=False``: unfolded dense
+            DFT matmul (the previous default).
+        chunk: batch columns per chunk of the folded path (default: sized for the L2 cache).
         n_beta, n_alpha: override the grid (for tests; the default is the minimal exact one).
 
     Returns:
@@ -161,5 +204,5 @@ def gaunt_s2grid_tensor_product(
         >>> gaunt_s2grid_tensor_product(x, x, irreps_out="0e").array
         Array([1.], dtype=float32)
     """
-    core = functools.partial(gaunt_grid_core, n_beta=n_beta, n_alpha=n_alpha, fft=fft)
+    core = functools.partial(gaunt_grid_core, n_beta=n_beta, n_alpha=n_alpha, fft=fft, fold=fold, chunk=chunk)
     return gaunt_apply(core, x1, x2, irreps_out)
