@@ -243,12 +243,15 @@ class QM9DataModule:
             joint (atom count, property) sample of the training molecules to ``stats``
             (``context_n_atoms``, ``context_values``) for conditional sampling.
         eval_subset: cap on molecules per evaluation split (None = all).
+        eval_pick: which ``eval_subset`` molecules: ``first`` (the first k in EDM's order, i.e.
+            the lowest GDB indices — mostly the smallest molecules) or ``spread`` (k evenly spaced
+            over the split, representative of all sizes; use it when a metric is compared).
         half: legacy spelling of ``subset`` (``first`` / ``second``), kept so that configs
             saved before ``subset`` existed still build.
     """
 
     def __init__(self, data_dir, batch_size=64, train_subset=None, subset="all", condition_on=None,
-                 eval_subset=None, half=None):
+                 eval_subset=None, eval_pick="first", half=None):
         self.data_dir = os.fspath(data_dir)
         self.batch_size = int(batch_size)
         d = load(self.data_dir)
@@ -263,9 +266,13 @@ class QM9DataModule:
         if train_subset is not None:
             train = train[: int(train_subset)]
         self._rows = {"train": train, "valid": d["split_valid"], "test": d["split_test"]}
+        if eval_pick not in ("first", "spread"):
+            raise ConfigError(f"data.eval_pick must be first or spread, got {eval_pick!r}")
         if eval_subset is not None:
             for s in ("valid", "test"):
-                self._rows[s] = self._rows[s][: int(eval_subset)]
+                r = self._rows[s]
+                k = min(int(eval_subset), len(r))
+                self._rows[s] = r[:k] if eval_pick == "first" else r[np.linspace(0, len(r) - 1, k).round().astype(np.int64)]
         if len(train) < self.batch_size:
             raise DataError(f"QM9 training set of {len(train)} molecules < batch_size {self.batch_size}")
         self.eval_splits = ["valid", "test"]

@@ -48,6 +48,10 @@ def test_halves_are_disjoint_and_cover_the_training_set(qm9_dir):
     # The conditioning distribution is the second half's (n_atoms, gap).
     np.testing.assert_array_equal(dm.stats["context_n_atoms"], d["n_atoms"][b])
     assert dm.stats["context_dim"] == 1 and qm9.QM9DataModule(qm9_dir, batch_size=8).stats["context_dim"] == 0
+    # eval_pick=spread: evaluation molecules evenly spaced over the (GDB-ordered) split.
+    spread = qm9.QM9DataModule(qm9_dir, batch_size=8, eval_subset=5, eval_pick="spread")
+    v_rows = d["split_valid"]
+    np.testing.assert_array_equal(spread._rows["valid"], v_rows[[0, 4437, 8874, 13310, 17747]])
 
 
 # ----------------------------------------------------------------------------- models
