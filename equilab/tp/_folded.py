@@ -208,3 +208,76 @@ def map_batch(fn: Callable, a1: jnp.ndarray, a2: jnp.ndarray, chunk: int) -> jnp
     y = jax.lax.map(lambda xs: fn(xs[0].T, xs[1].T).T, (split(a1), split(a2)))
     y = y.reshape(n * chunk, y.shape[-1])
     return y[:N] if pad else y
+
+
+# ----------------------------------------------------------------------------------------------
+# adjoints and the custom VJP of the whole (chunked) product
+# ----------------------------------------------------------------------------------------------
+
+
+def synthesize_T(c: Folded, G: jnp.ndarray) -> jnp.ndarray:
+    """Adjoint of :func:`synthesize`: [t,q,r,a,b,N] -> [(L+1)², N].
+
+    The gather ``aT[idx]`` is injective on the non-padding slots, so its adjoint is the gather
+    with ``inv`` (no scatter-add)."""
+    dt = G.dtype
+    Y = jnp.einsum("tqraj,tqrabn->tqrjbn", jnp.asarray(c.syn_alpha, dt), G)
+    X = jnp.einsum("tqrjbk,tqrjbn->tqrjkn", jnp.asarray(c.syn_beta, dt), Y)
+    return X.reshape((-1,) + X.shape[-1:])[c.inv]
+
+
+def analyse_T(c: Folded, g: jnp.ndarray) -> jnp.ndarray:
+    """Adjoint of :func:`analyse`: [(L+1)², N] -> [t,q,r,a,b,N]."""
+    dt = g.dtype
+    O = jnp.concatenate([g, jnp.zeros((1,) + g.shape[1:], dt)], axis=0)[c.idx]  # [t,q,r,j,k,N]
+    W = jnp.einsum("tqrjkb,tqrjkn->tqrjbn", jnp.asarray(c.ana_beta, dt), O)
+    return jnp.einsum("tqrja,tqrjbn->tqrabn", jnp.asarray(c.ana_alpha, dt), W)
+
+
+def map_columns(fn: Callable, arrays: Sequence[jnp.ndarray], chunk: int) -> Tuple[jnp.ndarray, ...]:
+    """``fn(*[K_i, c] batch-last arrays) -> tuple of [K_o, c]`` over [N, K_i] inputs in chunks
+    of ``chunk`` rows (``lax.map``; the last chunk zero-padded); returns a tuple of [N, K_o]."""
+    N = arrays[0].shape[0]
+    if N <= chunk:
+        return tuple(y.T for y in fn(*[a.T for a in arrays]))
+    n = -(-N // chunk)
+    pad = n * chunk - N
+
+    def split(a):
+        a = jnp.pad(a, ((0, pad), (0, 0))) if pad else a
+        return a.reshape(n, chunk, a.shape[-1])
+
+    ys = jax.lax.map(lambda xs: tuple(y.T for y in fn(*[x.T for x in xs])), tuple(split(a) for a in arrays))
+    return tuple(y.reshape(n * chunk, y.shape[-1])[:N] for y in ys)
+
+
+def gaunt_map(c1: Folded, c2: Folded, co: Folded, a1: jnp.ndarray, a2: jnp.ndarray, chunk: int) -> jnp.ndarray:
+    """The folded Gaunt product of [N, (L1+1)²] and [N, (L2+1)²] -> [N, (Lout+1)²], chunked,
+    with a custom VJP.
+
+    The product is bilinear, ``y = A(S1 a1 ⊙ S2 a2)`` with the Hadamard folds symmetric, so for a
+    cotangent g: ``∂a1 = S1ᵀ prod(Aᵀ g, S2 a2)`` and ``∂a2 = S2ᵀ prod(Aᵀ g, S1 a1)``. The
+    backward pass recomputes the grid values chunk by chunk (only a1, a2 are kept), instead of
+    autodiff's stacked per-chunk residuals and transposed scan. Reverse-over-reverse (forces in
+    a loss) works; forward-mode (``jax.jvp``) does not, as for any ``jax.custom_vjp``.
+    """
+
+    @jax.custom_vjp
+    def f(u, v):
+        return map_columns(lambda x, y: (gaunt_folded(c1, c2, co, x, y),), [u, v], chunk)[0]
+
+    def fwd(u, v):
+        return f(u, v), (u, v)
+
+    def bwd(res, g):
+        u, v = res
+
+        def core(x, y, gT):
+            G = analyse_T(co, gT.astype(x.dtype))
+            Z1, Z2 = synthesize(c1, x), synthesize(c2, y)
+            return synthesize_T(c1, product(G, Z2)), synthesize_T(c2, product(G, Z1))
+
+        return map_columns(core, [u, v, g], chunk)
+
+    f.defvjp(fwd, bwd)
+    return f(a1, a2)

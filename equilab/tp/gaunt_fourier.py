@@ -183,9 +183,8 @@ def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None):
     lead = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1])
     flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1])
     c1, c2, co = (torus_constants(L, Lp, n_phi) for L in (L1, L2, Lout))
-    core = functools.partial(_folded.gaunt_folded, c1, c2, co)
     values = int(np.prod(c1.syn_alpha.shape[:4])) * c1.syn_beta.shape[4]  # one grid array per column
-    y = _folded.map_batch(core, flat(a1), flat(a2), chunk or _folded.chunk_size(values))
+    y = _folded.gaunt_map(c1, c2, co, flat(a1), flat(a2), chunk or _folded.chunk_size(values))
     return y.reshape(lead + (-1,))
 
 

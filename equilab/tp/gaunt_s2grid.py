@@ -159,9 +159,8 @@ def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=Fals
     flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1])
     if fold and not fft:
         c1, c2, co = (folded_constants(L, nb, na, fold_beta) for L in (L1, L2, Lout))
-        core = functools.partial(_folded.gaunt_folded, c1, c2, co)
         values = int(np.prod(c1.syn_alpha.shape[:4])) * c1.syn_beta.shape[4]  # one grid array per column
-        y = _folded.map_batch(core, flat(a1), flat(a2), chunk or _folded.chunk_size(values))
+        y = _folded.gaunt_map(c1, c2, co, flat(a1), flat(a2), chunk or _folded.chunk_size(values))
         return y.reshape(lead + (-1,))
     g = synthesize(flat(a1).T, L1, nb, na, fft) * synthesize(flat(a2).T, L2, nb, na, fft)
     return analyse(g, Lout, nb, na, fft).T.reshape(lead + (-1,))

@@ -93,3 +93,26 @@ def test_gradient_through_chunks_equals_unfolded(x64, method_core):
     g_old = loss(old)(a1, a2)
     for a, b in zip(g_new, g_old):
         assert relative_error(a, b) < 1e-12
+
+
+@pytest.mark.parametrize("method_core", ["grid", "fourier"])
+@pytest.mark.parametrize("chunk", [4, 64])  # chunked (lax.map, padded last chunk) and one chunk
+def test_custom_vjp_second_order_equals_autodiff(x64, method_core, chunk):
+    """The custom VJP's backward is itself differentiable (forces inside a loss): the gradient
+    of a function of the input gradient equals the autodiff result of the unfolded path."""
+    L1, L2, Lout = 2, 3, 3
+    a1, a2 = _coeffs(L1, L2, (7,), seed=5)
+    w = jax.random.normal(jax.random.PRNGKey(6), (7, (Lout + 1) ** 2), jnp.float64)
+    if method_core == "grid":
+        new = functools.partial(gs.gaunt_grid_core, chunk=chunk)
+        old = functools.partial(gs.gaunt_grid_core, fold=False)
+    else:
+        new = functools.partial(gf.gaunt_fourier_core, chunk=chunk)
+        old = functools.partial(gf.gaunt_fourier_core, fft=True)
+
+    def outer(core):
+        inner = jax.grad(lambda u, v: jnp.sum(core(u, L1, v, L2, Lout) * w), argnums=0)
+        return jax.grad(lambda u, v: jnp.sum(jnp.sin(inner(u, v))), argnums=(0, 1))
+
+    for a, b in zip(jax.jit(outer(new))(a1, a2), outer(old)(a1, a2)):
+        assert relative_error(a, b) < 1e-11
