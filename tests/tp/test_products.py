@@ -198,3 +198,17 @@ def test_host_wigner_matches_e3nn(x64):
     R = np.asarray(random_orthogonal(jax.random.PRNGKey(0), reflection=False, dtype=jnp.float64))
     for l in (1, 5):
         np.testing.assert_allclose(wigner_D(l, R), np.asarray(e3nn.Irrep(l, 1).D_from_matrix(jnp.asarray(R))), atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_cg_dense_equals_fused(x64, L):
+    """The small-size dense contraction and the per-pair fused path give the same irreps, order
+    and values (float64 rounding), with and without an output filter."""
+    from equilab.tp.cg import cg_tensor_product
+
+    x1, x2 = _inputs(e3nn.s2_irreps(L) + e3nn.Irreps("0o + 1e"), e3nn.s2_irreps(L, p_val=-1), lead=(3,))
+    for filt in [None, e3nn.s2_irreps(L) + e3nn.Irreps("1e"), e3nn.Irreps("5e")]:
+        a = cg_tensor_product(x1, x2, irreps_out=filt, dense=True)
+        b = cg_tensor_product(x1, x2, irreps_out=filt, dense=False)
+        assert a.irreps == b.irreps
+        np.testing.assert_allclose(a.array, b.array, atol=1e-13 * max(1.0, float(jnp.abs(b.array).max(initial=0.0))), rtol=0)
