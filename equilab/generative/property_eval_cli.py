@@ -33,20 +33,9 @@ KNOWN = {"evaluator", "generator", "n", "batch", "steps", "solver", "seed", "par
 
 
 def _parse(argv):
-    from equilab.errors import ConfigError
+    from equilab.kvargs import parse_kv
 
-    out = {}
-    for a in argv:
-        if "=" not in a:
-            raise ConfigError(f"argument {a!r} is not of the form key=value")
-        k, v = a.split("=", 1)
-        out[k] = v
-    bad = sorted(set(out) - KNOWN)
-    if bad:
-        raise ConfigError(f"unknown argument(s) {bad}; known: {sorted(KNOWN)}")
-    if "evaluator" not in out:
-        raise ConfigError("missing evaluator=<run_dir> (a run of experiment=qm9_prop_evaluator)")
-    return out
+    return parse_kv(argv, KNOWN, {"evaluator": "<run_dir> (a run of experiment=qm9_prop_evaluator)"})
 
 
 def _int_arg(kv, key, default):

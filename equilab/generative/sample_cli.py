@@ -21,21 +21,10 @@ import numpy as np
 
 
 def _parse(argv):
-    from equilab.errors import ConfigError
+    from equilab.kvargs import parse_kv
 
-    out = {}
-    for a in argv:
-        if "=" not in a:
-            raise ConfigError(f"argument {a!r} is not of the form key=value")
-        k, v = a.split("=", 1)
-        out[k] = v
     known = {"run", "n", "steps", "solver", "batch", "seed", "out", "novelty", "params", "data_dir"}
-    bad = sorted(set(out) - known)
-    if bad:
-        raise ConfigError(f"unknown argument(s) {bad}; known: {sorted(known)}")
-    if "run" not in out:
-        raise ConfigError("missing run=<run_dir>")
-    return out
+    return parse_kv(argv, known, {"run": "<run_dir>"})
 
 
 def restore(run_dir: str, use_ema: bool = True):
