@@ -194,20 +194,9 @@ def chunk_size(grid_values: int, target: int = 131072) -> int:
 
 def map_batch(fn: Callable, a1: jnp.ndarray, a2: jnp.ndarray, chunk: int) -> jnp.ndarray:
     """``fn(a1T, a2T) -> yT`` (batch last) applied to [N, K1], [N, K2] in chunks of ``chunk``
-    rows with ``lax.map`` (the last partial chunk zero-padded); returns [N, Kout]."""
-    N = a1.shape[0]
-    if N <= chunk:
-        return fn(a1.T, a2.T).T
-    n = -(-N // chunk)
-    pad = n * chunk - N
-
-    def split(a):
-        a = jnp.pad(a, ((0, pad), (0, 0))) if pad else a
-        return a.reshape(n, chunk, a.shape[-1])
-
-    y = jax.lax.map(lambda xs: fn(xs[0].T, xs[1].T).T, (split(a1), split(a2)))
-    y = y.reshape(n * chunk, y.shape[-1])
-    return y[:N] if pad else y
+    rows (:func:`map_columns`), differentiated by plain autodiff; returns [N, Kout]. The
+    library uses :func:`gaunt_map` (custom VJP); this is the autodiff reference."""
+    return map_columns(lambda x, y: (fn(x, y),), [a1, a2], chunk)[0]
 
 
 # ----------------------------------------------------------------------------------------------
