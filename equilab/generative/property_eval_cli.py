@@ -73,13 +73,18 @@ def restore_run(run_dir: str, field: str, *, use_ema: bool = True, data_dir: str
     return cfg, trainer, params, step
 
 
-def evaluator_predictions(trainer, params, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluator predictions (units), true values and atom counts over dense batches (real
-    molecules only, by ``graph_mask``)."""
+def predictor(trainer):
+    """The evaluator's jitted ``predict(params, batch)`` (property in its units)."""
     import jax
 
-    task, model = trainer.task, trainer.model
-    fn = jax.jit(lambda p, b: task.predict(model, p, b))
+    return jax.jit(lambda p, b: trainer.task.predict(trainer.model, p, b))
+
+
+def evaluator_predictions(trainer, params, batches, predict=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluator predictions (units), true values and atom counts over dense batches (real
+    molecules only, by ``graph_mask``); ``predict`` from :func:`predictor` (built if None)."""
+    task = trainer.task
+    fn = predict or predictor(trainer)
     preds, ys, ns = [], [], []
     for b in batches:
         gm = np.asarray(b["graph_mask"], bool)
@@ -121,8 +126,6 @@ def generated_batch(x, types, mask, n_types: int = 5) -> dict:
 
 
 def evaluate(kv: dict) -> dict:
-    import jax
-
     from equilab.errors import ConfigError
     from equilab.metrics import molecules as M
     from equilab.metrics import property as P
@@ -150,7 +153,8 @@ def evaluate(kv: dict) -> dict:
     if max_data is not None:
         rows = rows[:max_data]
     eval_batch = _int_arg(kv, "eval_batch", 500)
-    pred, y, n_atoms = evaluator_predictions(ev, eparams, dm.batches_for_rows(rows, eval_batch))
+    predict = predictor(ev)
+    pred, y, n_atoms = evaluator_predictions(ev, eparams, dm.batches_for_rows(rows, eval_batch), predict)
     result.update({
         "n_data": int(len(y)),
         "mae_lower_bound": P.mae(pred, y),
@@ -182,7 +186,6 @@ def evaluate(kv: dict) -> dict:
             opts["solver"] = kv["solver"]
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))
         dist = from_stats(gen.data.stats)
-        predict = jax.jit(lambda p, b: ev.task.predict(ev.model, p, b))
         t0 = time.perf_counter()
         targets, preds, counts = [], [], []
         stable_mol = stable_atoms = atoms = 0
