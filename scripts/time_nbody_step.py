@@ -74,12 +74,7 @@ def time_loop(tr, ks, rounds):
     def epoch(k, state, e):
         bs = list(tr.data.train_batches(e, 0))
         for i in range(0, spe, k):
-            chunk = bs[i:i + k]
-            if len(chunk) == 1:
-                state, m = tr.train_step(state, tr.sharder.batch(chunk[0], tr.dtype), tr.key)
-            else:
-                stack = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *chunk)
-                state, m = tr.train_steps(state, tr.sharder.batch(stack, tr.dtype, stacked=True), tr.key)
+            state, m = tr.run_chunk(state, bs[i:i + k])
         jax.block_until_ready(state)
         return state
 

@@ -185,12 +185,7 @@ class Trainer:
                 # a chunk of up to steps_per_call steps that never crosses a log/eval/checkpoint
                 # boundary, so chunks (and results) are the same whether or not the run resumed
                 n = min(self.steps_per_call, self._next_boundary(step) - step)
-                chunk = [next(batches) for _ in range(n)]
-                if n == 1:
-                    state, m = self.train_step(state, self.sharder.batch(chunk[0], self.dtype), self.key)
-                else:
-                    stack = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *chunk)
-                    state, m = self.train_steps(state, self.sharder.batch(stack, self.dtype, stacked=True), self.key)
+                state, m = self.run_chunk(state, [next(batches) for _ in range(n)])
                 window.append(m)
                 step += n
                 is_eval = step % self.eval_every == 0 or step == self.max_steps
@@ -214,6 +209,14 @@ class Trainer:
             ckpt.close()
             logger.close()
         return self.finish()
+
+    def run_chunk(self, state, chunk):
+        """Train on a list of host batches: one ``train_step`` call for one batch, one scanned
+        ``train_steps`` call for several. Returns (state, metrics)."""
+        if len(chunk) == 1:
+            return self.train_step(state, self.sharder.batch(chunk[0], self.dtype), self.key)
+        stack = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *chunk)
+        return self.train_steps(state, self.sharder.batch(stack, self.dtype, stacked=True), self.key)
 
     def _batches_from(self, start: int):
         """Training batches from global step ``start`` on, across epochs."""
