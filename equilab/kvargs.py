@@ -29,3 +29,18 @@ def parse_kv(argv: Iterable[str], known: Iterable[str], required: Mapping[str, s
         if key not in out:
             raise ConfigError(f"missing {key}={hint}")
     return out
+
+
+def int_arg(kv: Mapping[str, str], key: str, default, *, minimum: int | None = None):
+    """``kv[key]`` as an int (``default`` when absent); a non-integer, or one below ``minimum``,
+    is a one-line error naming the argument."""
+    v = kv.get(key, default)
+    if v is None:
+        return None
+    try:
+        out = int(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={v!r} is not an integer") from None
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{key}={out} must be at least {minimum}")
+    return out

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from equilab.kvargs import int_arg
+
 KNOWN = {"evaluator", "generator", "n", "batch", "steps", "solver", "seed", "params", "max_data", "eval_batch",
          "data_dir", "out"}
 
@@ -36,16 +38,6 @@ def _parse(argv):
     from equilab.kvargs import parse_kv
 
     return parse_kv(argv, KNOWN, {"evaluator": "<run_dir> (a run of experiment=qm9_prop_evaluator)"})
-
-
-def _int_arg(kv, key, default):
-    from equilab.errors import ConfigError
-
-    v = kv.get(key, default)
-    try:
-        return None if v is None else int(v)
-    except ValueError:
-        raise ConfigError(f"{key}={v!r} is not an integer") from None
 
 
 def restore_run(run_dir: str, field: str, *, use_ema: bool = True, data_dir: str | None = None):
@@ -130,7 +122,7 @@ def evaluate(kv: dict) -> dict:
     from equilab.metrics import molecules as M
     from equilab.metrics import property as P
 
-    seed = _int_arg(kv, "seed", 0)
+    seed = int_arg(kv, "seed", 0)
     use_ema = kv.get("params", "ema")
     if use_ema not in ("ema", "raw"):
         raise ConfigError(f"params={use_ema!r}; choose ema or raw")
@@ -149,10 +141,10 @@ def evaluate(kv: dict) -> dict:
     # Baselines on the second half, with the same evaluator.
     t0 = time.perf_counter()
     rows = dm.subset_rows("second_half")
-    max_data = _int_arg(kv, "max_data", None)
+    max_data = int_arg(kv, "max_data", None, minimum=1)
     if max_data is not None:
         rows = rows[:max_data]
-    eval_batch = _int_arg(kv, "eval_batch", 500)
+    eval_batch = int_arg(kv, "eval_batch", 500, minimum=1)
     predict = predictor(ev)
     pred, y, n_atoms = evaluator_predictions(ev, eparams, dm.batches_for_rows(rows, eval_batch), predict)
     result.update({
@@ -177,11 +169,11 @@ def evaluate(kv: dict) -> dict:
             raise ConfigError(f"generator={kv['generator']} is conditioned on {cond} but the evaluator predicts {prop}")
         if gen.data.stats.get("subset") != "second_half":
             warnings.append(f"the generator was trained on data.subset={gen.data.stats.get('subset')}, not second_half")
-        n, batch = _int_arg(kv, "n", 10_000), _int_arg(kv, "batch", 100)
+        n, batch = int_arg(kv, "n", 10_000, minimum=1), int_arg(kv, "batch", 100, minimum=1)
         batch = min(batch, n)
         opts = {}
         if "steps" in kv:
-            opts["steps"] = _int_arg(kv, "steps", None)
+            opts["steps"] = int_arg(kv, "steps", None, minimum=1)
         if "solver" in kv:
             opts["solver"] = kv["solver"]
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))

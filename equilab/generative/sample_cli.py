@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from equilab.kvargs import int_arg
+
 
 def _parse(argv):
     from equilab.kvargs import parse_kv
@@ -139,7 +141,9 @@ def main(argv=None) -> int:
     try:
         kv = _parse(argv)
         run_dir = kv["run"]
-        n, batch, seed = int(kv.get("n", 100)), int(kv.get("batch", 100)), int(kv.get("seed", 0))
+        n, batch = int_arg(kv, "n", 100, minimum=1), int_arg(kv, "batch", 100, minimum=1)
+        seed = int_arg(kv, "seed", 0)
+        steps_arg = int_arg(kv, "steps", None, minimum=1)
         batch = min(batch, n)
         if kv.get("params", "ema") not in ("ema", "raw"):
             raise ConfigError(f"params={kv['params']!r}; choose ema or raw")
@@ -149,8 +153,8 @@ def main(argv=None) -> int:
 
         task = build_task(cfg, types.SimpleNamespace(stats=stats))
         opts = {}
-        if "steps" in kv:
-            opts["steps"] = int(kv["steps"])
+        if steps_arg is not None:
+            opts["steps"] = steps_arg
         if "solver" in kv:
             opts["solver"] = kv["solver"]
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))

@@ -52,3 +52,14 @@ def test_train_sample_evaluate(qm9_dir, tmp_path):
     assert m["n"] == 5 and m["steps"] == 2 and m["molecules_per_s"] > 0
     assert (out / "molecules.xyz").exists() and (out / "molecules.sdf").exists()
     assert eval_main([str(out), "--no-novelty"]) == 0
+
+
+@pytest.mark.parametrize("arg,msg", [("n=ten", "n='ten' is not an integer"), ("steps=0", "steps=0 must be at least 1"),
+                                     ("batch=-1", "batch=-1 must be at least 1")])
+def test_sample_bad_numbers_are_one_line_errors(arg, msg, capsys):
+    """A malformed number is named before any checkpoint is touched (no ValueError trace)."""
+    from equilab.generative.sample_cli import main as sample_main
+
+    assert sample_main(["run=/nonexistent/run", arg]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {msg}"
