@@ -97,7 +97,7 @@ class Trainer:
         if self.dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ConfigError("trainer.precision=float64 needs jax_enable_x64 (set by the entry point before tracing)")
         for key in ("max_steps", "max_epochs", "eval_every", "eval_every_epochs", "log_every", "ckpt_every", "devices",
-                    "steps_per_call"):
+                    "steps_per_call", "time_limit_s"):
             _int(t, key)  # fail on a wrong type before any data is loaded
         check_names(cfg)
         self.data = build_data(cfg)
@@ -112,6 +112,9 @@ class Trainer:
         self.steps_per_call = 1 if spc is None else spc
         if self.steps_per_call < 1:
             raise ConfigError(f"trainer.steps_per_call={self.steps_per_call} must be >= 1")
+        self.time_limit_s = _int(t, "time_limit_s")
+        if self.time_limit_s is not None and self.time_limit_s < 0:
+            raise ConfigError(f"trainer.time_limit_s={self.time_limit_s} must be >= 0")
         self.monitor = t.get("monitor", "valid/loss")
         self.seed = _int(cfg, "seed", 0, group="<top level>")
         o = cfg["optim"]
@@ -179,6 +182,7 @@ class Trainer:
 
             bar = tqdm(total=self.max_steps, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
         window, t_window = [], time.perf_counter()
+        t_fit = t_window
         batches = self._batches_from(start)
         try:
             while step < self.max_steps:
@@ -202,6 +206,14 @@ class Trainer:
                 if is_ckpt:
                     loop["epoch"] = step // self.data.steps_per_epoch
                     ckpt.save("latest", step, state, self._meta(loop))
+                    # wall-clock budget (e.g. a SLURM or device lease): stop at a checkpoint, so the
+                    # same command resumes the run; finish() still tests the best checkpoint
+                    if (self.time_limit_s is not None and step < self.max_steps
+                            and time.perf_counter() - t_fit >= self.time_limit_s):
+                        log.info("trainer.time_limit_s=%d reached at step %d of %d: stopping (re-run to resume)",
+                                 self.time_limit_s, step, self.max_steps)
+                        logger.log(step, {"stopped_by_time_limit": 1.0})
+                        break
             ckpt.wait()
         finally:
             if bar:

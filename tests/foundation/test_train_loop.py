@@ -200,3 +200,22 @@ def test_steps_per_call_must_be_positive(tiny_cfg, tmp_path):
     cfg["trainer"]["steps_per_call"] = 0
     with pytest.raises(Exception, match="steps_per_call"):
         Trainer(cfg, tmp_path / "run")
+
+
+def test_time_limit_stops_at_a_checkpoint_and_resumes_exactly(tiny_cfg, tmp_path):
+    """trainer.time_limit_s: the run stops at the first checkpoint after the budget, tests its
+    best checkpoint, and the same command without the limit continues it to the uninterrupted
+    result."""
+    cfg = json.loads(json.dumps(tiny_cfg))
+    cfg["trainer"]["time_limit_s"] = 0
+    result = Trainer(cfg, tmp_path / "part").fit(progress=False)
+    _, step = _params(tmp_path / "part", tiny_cfg)
+    assert step < tiny_cfg["trainer"]["max_steps"] and result["best_step"] == step
+    assert json.loads((tmp_path / "part" / "eval.json").read_text())["best_step"] == step
+    Trainer(tiny_cfg, tmp_path / "part").fit(progress=False)
+    Trainer(tiny_cfg, tmp_path / "full").fit(progress=False)
+    a, sa = _params(tmp_path / "full", tiny_cfg)
+    b, sb = _params(tmp_path / "part", tiny_cfg)
+    assert sa == sb == tiny_cfg["trainer"]["max_steps"]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
