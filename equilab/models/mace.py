@@ -222,7 +222,6 @@ class MACEEnergy(nn.Module):
     readout_mlp: int = 16
     avg_num_neighbors: float = 1.0
     tp: str = "cg"
-    readout_init: str = "normal"
 
     @nn.compact
     def __call__(self, positions, species, senders, receivers, edge_mask):
@@ -244,10 +243,6 @@ class MACEEnergy(nn.Module):
         sh_irreps = e3nn.Irreps([(1, (l, (-1) ** l)) for l in range(self.max_ell + 1)])
         interaction_irreps = (C * sh_irreps).regroup()
         hidden = e3nn.Irreps([(C, (l, (-1) ** l)) for l in range(self.hidden_lmax + 1)])
-        # readout_init="zeros": the last linear map of every readout starts at zero, so the model
-        # starts at E = Σ(E0 + shift) instead of carrying a random per-atom offset of order
-        # `scale` that AMSGrad then removes at about lr per step (see configs/model/mace.yaml).
-        out_kw = {} if self.readout_init == "normal" else {"parameter_initializer": lambda: nn.initializers.zeros}
         energies = []
         for t in range(self.num_interactions):
             last = t == self.num_interactions - 1
@@ -274,9 +269,9 @@ class MACEEnergy(nn.Module):
             if last:
                 s = e3nn.flax.Linear(f"{self.readout_mlp}x0e", name=f"readout_{t}_0")(h)
                 s = e3nn.IrrepsArray(s.irreps, jax.nn.silu(s.array))
-                e = e3nn.flax.Linear("0e", name=f"readout_{t}_1", **out_kw)(s)
+                e = e3nn.flax.Linear("0e", name=f"readout_{t}_1")(s)
             else:
-                e = e3nn.flax.Linear("0e", name=f"readout_{t}", **out_kw)(h)
+                e = e3nn.flax.Linear("0e", name=f"readout_{t}")(h)
             energies.append(e.array[:, 0])
         return sum(energies)  # (N,)
 
@@ -306,7 +301,6 @@ class MACE(nn.Module):
     readout_mlp: int = 16
     avg_num_neighbors: float = 1.0
     tp: str = "cg"
-    readout_init: str = "normal"
 
     @nn.compact
     def __call__(self, batch: dict, compute_forces: bool = True) -> dict:
@@ -354,12 +348,10 @@ def build(cfg: dict, data) -> MACE:
     if abs(cutoff - float(stats["cutoff"])) > 1e-12:
         raise ConfigError(f"model.cutoff={cutoff} differs from data.cutoff={stats['cutoff']} (neighbour lists)")
     known = {"num_channels", "max_ell", "hidden_lmax", "num_interactions", "correlation", "num_bessel", "poly_p",
-             "radial_mlp", "readout_mlp", "scale_shift", "readout_init"}
+             "radial_mlp", "readout_mlp", "scale_shift"}
     unknown = set(cfg) - known
     if unknown:
         raise ConfigError(f"model=mace: unknown keys {sorted(unknown)}")
-    if cfg.get("readout_init", "normal") not in ("normal", "zeros"):
-        raise ConfigError(f"model.readout_init must be normal or zeros, got {cfg['readout_init']!r}")
     use_scale_shift = cfg.pop("scale_shift", True)
     if "radial_mlp" in cfg:
         cfg["radial_mlp"] = tuple(int(n) for n in cfg["radial_mlp"])

@@ -126,25 +126,3 @@ def test_energy_residual_and_offsets(x64):
     ref = (E0[SPECIES_INDEX[_molecule().Z]] + 0.5).sum()
     np.testing.assert_allclose(out["energy"][0] - out["energy_residual"][0], ref, rtol=1e-13)
     np.testing.assert_allclose(out["node_energy"][:N_ATOMS].sum(), out["energy"][0], rtol=1e-13)
-
-
-def test_zero_readout_init_starts_at_the_reference_energy():
-    """readout_init="zeros" (the CPU presets): at initialisation E = Σ(E0 + shift) exactly, the
-    energy still depends on the readout weights (their gradient is non-zero), and the default
-    "normal" init does carry a per-atom offset."""
-    frame = _molecule()
-    batch = _batch(frame)
-    kw = dict(num_species=3, e0=tuple(E0), shift=0.5, scale=1.3, num_channels=3, max_ell=2, hidden_lmax=1,
-              num_interactions=2, correlation=2, num_bessel=4, cutoff=CUTOFF, radial_mlp=(8,), readout_mlp=4,
-              avg_num_neighbors=4.0, tp="cg")
-    ref = float(np.sum(E0[SPECIES_INDEX[frame.Z]] + 0.5))
-    zero = MACE(readout_init="zeros", **kw)
-    params = zero.init(jax.random.PRNGKey(0), batch, compute_forces=False)
-    energy = lambda p: zero.apply(p, batch, compute_forces=False)["energy"][0]
-    assert float(energy(params)) == pytest.approx(ref, abs=1e-6)
-    grads = jax.grad(energy)(params)["params"]["mace"]
-    g_last = np.abs(np.asarray(jax.tree.leaves(grads["readout_1_1"])[0])).max()
-    assert g_last > 1e-6, "the zero readout must still receive a gradient"
-    normal = MACE(**kw)
-    p_n = normal.init(jax.random.PRNGKey(0), batch, compute_forces=False)
-    assert abs(float(normal.apply(p_n, batch, compute_forces=False)["energy"][0]) - ref) > 1e-4
