@@ -301,6 +301,7 @@ class MACE(nn.Module):
     readout_mlp: int = 16
     avg_num_neighbors: float = 1.0
     tp: str = "cg"
+    learn_species_shift: bool = False
 
     @nn.compact
     def __call__(self, batch: dict, compute_forces: bool = True) -> dict:
@@ -326,6 +327,12 @@ class MACE(nn.Module):
             _, node = residual(core, positions)
             forces = None
         dtype = node.dtype
+        if self.learn_species_shift:
+            # a trainable energy per species (eV), added after the force gradient: forces never see
+            # it. The network's per-atom mean is a direction the force loss cannot fix and λ_E
+            # pulls on weakly; with its own AMSGrad step (~lr eV per step) it is learnt at once.
+            b = self.param("species_shift", nn.initializers.zeros, (self.num_species,), dtype)
+            node = node + b[species] * node_mask.astype(dtype)
         ref = (jnp.asarray(self.e0, dtype)[species] + self.shift) * node_mask.astype(dtype)
         resid_g = jax.ops.segment_sum(node, node_graph, num_segments=G)
         out = dict(energy_residual=resid_g, energy=resid_g + jax.ops.segment_sum(ref, node_graph, num_segments=G),
@@ -348,7 +355,7 @@ def build(cfg: dict, data) -> MACE:
     if abs(cutoff - float(stats["cutoff"])) > 1e-12:
         raise ConfigError(f"model.cutoff={cutoff} differs from data.cutoff={stats['cutoff']} (neighbour lists)")
     known = {"num_channels", "max_ell", "hidden_lmax", "num_interactions", "correlation", "num_bessel", "poly_p",
-             "radial_mlp", "readout_mlp", "scale_shift"}
+             "radial_mlp", "readout_mlp", "scale_shift", "learn_species_shift"}
     unknown = set(cfg) - known
     if unknown:
         raise ConfigError(f"model=mace: unknown keys {sorted(unknown)}")

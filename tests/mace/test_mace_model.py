@@ -126,3 +126,25 @@ def test_energy_residual_and_offsets(x64):
     ref = (E0[SPECIES_INDEX[_molecule().Z]] + 0.5).sum()
     np.testing.assert_allclose(out["energy"][0] - out["energy_residual"][0], ref, rtol=1e-13)
     np.testing.assert_allclose(out["node_energy"][:N_ATOMS].sum(), out["energy"][0], rtol=1e-13)
+
+
+def test_learned_species_shift_moves_energy_not_forces(x64):
+    """model.learn_species_shift (the CPU presets): a per-species energy added after the force
+    gradient; E moves by Σ_i b[z_i] exactly and the forces do not move at all."""
+    frame = _molecule()
+    batch = _batch(frame)
+    model = MACE(num_species=3, e0=tuple(E0), shift=0.5, scale=1.3, num_channels=3, max_ell=2, hidden_lmax=1,
+                 num_interactions=2, correlation=2, num_bessel=4, cutoff=CUTOFF, radial_mlp=(8,), readout_mlp=4,
+                 avg_num_neighbors=4.0, tp="cg", learn_species_shift=True)
+    params = model.init(jax.random.PRNGKey(0), batch, compute_forces=False)
+    assert np.all(np.asarray(params["params"]["species_shift"]) == 0.0)
+    apply = jax.jit(model.apply)
+    out0 = apply(params, batch)
+    b = jnp.asarray([0.3, -1.1, 2.5])
+    moved = jax.tree_util.tree_map(lambda x: x, params)
+    moved["params"]["species_shift"] = b
+    out1 = apply(moved, batch)
+    expected = float(np.sum(np.asarray(b)[SPECIES_INDEX[frame.Z]]))
+    assert float(out1["energy"][0] - out0["energy"][0]) == pytest.approx(expected, abs=1e-10)
+    np.testing.assert_array_equal(np.asarray(out1["forces"]), np.asarray(out0["forces"]))
+    assert np.abs(np.asarray(out0["forces"][:N_ATOMS])).max() > 1e-6
