@@ -49,13 +49,13 @@ def main():
     commands = dict(c.split("=", 1) for c in a.command)
     records = [{"model": m, "metric": "test_mse", "value": v, "source": "paper", "note": note} for m, v, note in PAPER]
     old = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else []
-    ours = {r["model"]: r for r in old if r.get("source") != "paper"}
+    ours = {(r["model"], tuple(r.get("seeds", []))): r for r in old if r.get("source") != "paper"}
     for item in a.runs:
         model, run = item.split("=", 1)
         run = Path(run)
         ev = json.loads((run / "eval.json").read_text())
         cfg = json.loads((run / "config.json").read_text())
-        ours[model] = {"model": model, "metric": "test_mse", "value": ev["test/mse"], "source": "equilab",
+        ours[(model, (cfg["seed"],))] = {"model": model, "metric": "test_mse", "value": ev["test/mse"], "source": "equilab",
                        "valid_mse": ev["valid/mse"], "best_step": ev["best_step"], "seeds": [cfg["seed"]],
                        "budget": budget(run, a.hardware),
                        "command": commands.get(model, f"equilab-train experiment=... seed={cfg['seed']}")}
