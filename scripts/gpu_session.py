@@ -17,6 +17,20 @@ First, alone on the GPU, ``experiments/qm9_generation/throughput.py`` times the 
 (9 x 256): EDM at 1000 steps and flow matching at 50 Heun steps. Everything is written to OUT_DIR/runs.tar.gz
 (run directories without their ``latest`` checkpoints) plus the log; the last line is JSON.
 ``--smoke`` shrinks every budget to a few steps (the local dress rehearsal on CPU).
+
+The carried folder ``.dev/`` (git-ignored, ~42 MB) was built on the CPU machine like this:
+
+- ``.dev/whl``: ``pip download --no-deps --only-binary=:all: --python-version 3.12 ...`` of the
+  pinned flax, optax, chex, orbax-checkpoint, e3nn-jax, hydra-core, omegaconf and ase, plus
+  ``pip wheel antlr4-python3-runtime==4.9.3`` (sdist only). The device's own jax 0.11.2 (CUDA) is
+  used; the rest of the dependencies are in its image.
+- ``.dev/data/qm9/qm9_edm_v1.npz``: the QM9 cache re-saved with ``np.savez_compressed`` and
+  float32 positions (30 MB instead of 100 MB).
+- ``.dev/data/botnet/dataset_acac`` and ``.dev/data/rmd17/rmd17_aspirin_*``: copies from
+  ``../shared/data``.
+
+On the device: ``pip install --no-index --no-deps --target /tmp/site .dev/whl/*.whl``, then
+``PYTHONPATH=/tmp/site python3 scripts/gpu_session.py .dev/data $OUT``.
 """
 import argparse
 import json
