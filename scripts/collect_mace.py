@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from equilab.train.logging import read_metrics, wall_time_s
+
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("energy_rmse", "force_rmse", "energy_mae", "force_mae")
 
@@ -43,14 +45,9 @@ def paper_records(kind: str):
 
 
 def budget(run: Path, cfg: dict, hardware: str) -> str:
-    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    recs = read_metrics(run / "metrics.jsonl")
     steps = max(r["step"] for r in recs)
-    wall, last = 0.0, 0
-    for r in recs:
-        if r.get("steps_per_s", 0) > 0:
-            wall += (r["step"] - last) / r["steps_per_s"]
-            last = r["step"]
-        wall += r.get("eval_time_s", 0.0)
+    wall = wall_time_s(recs)
     m, t = cfg["model"], cfg["trainer"]
     return (f"{m['num_channels']} ch, tp={m.get('tp', 'cg')}, {t.get('precision', 'float32')}; "
             f"{steps} steps (planned {t.get('max_epochs')} epochs), best step {{best}}; "

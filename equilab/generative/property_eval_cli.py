@@ -28,15 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from equilab.kvargs import int_arg
+from equilab.kvargs import int_arg, parse_kv
 
 KNOWN = {"evaluator", "generator", "n", "batch", "steps", "solver", "seed", "params", "max_data", "eval_batch",
          "data_dir", "out"}
 
 
 def _parse(argv):
-    from equilab.kvargs import parse_kv
-
     return parse_kv(argv, KNOWN, {"evaluator": "<run_dir> (a run of experiment=qm9_prop_evaluator)"})
 
 

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from equilab.kvargs import int_arg
+from equilab.kvargs import int_arg, parse_kv
 
 
 def _parse(argv):
-    from equilab.kvargs import parse_kv
-
     known = {"run", "n", "steps", "solver", "batch", "seed", "out", "novelty", "params", "data_dir"}
     return parse_kv(argv, known, {"run": "<run_dir>"})
 

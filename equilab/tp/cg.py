@@ -128,17 +128,7 @@ def cg_tensor_product(
         return e3nn.IrrepsArray(out_irreps, y)
 
     def groups(irs, arr):
-        # e3nn.tensor_product regroups its inputs: sort stably, equal irreps side by side
-        off = np.cumsum([0] + [ir.dim for ir in irs])
-        order = sorted(range(len(irs)), key=lambda i: irs[i])
-        out = []
-        for i in order:
-            piece = arr[..., off[i] : off[i + 1]]
-            if out and out[-1][0] == irs[i]:
-                out[-1][1].append(piece)
-            else:
-                out.append((irs[i], [piece]))
-        return out
+        return [(ir, [arr[..., o:o + ir.dim] for o in offs]) for ir, offs in _pair_groups(list(irs))]
 
     out_irs, out_chunks = [], []
     for ir1, us in groups(irs1, a1):

@@ -74,6 +74,18 @@ def read_metrics(path: Path):
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
 
+def wall_time_s(records) -> float:
+    """Training + evaluation wall time of a run, summed from its metrics records: each logged
+    window's steps over its ``steps_per_s``, plus every ``eval_time_s`` (compile excluded)."""
+    wall, last = 0.0, 0
+    for r in records:
+        if r.get("steps_per_s", 0) > 0:
+            wall += (r["step"] - last) / r["steps_per_s"]
+            last = r["step"]
+        wall += r.get("eval_time_s", 0.0)
+    return wall
+
+
 def plot_curves(run_dir: Path, monitor: Optional[str] = None) -> Optional[Path]:
     """Loss-curve PNG (train loss and validation metrics vs step, log scale)."""
     path = Path(run_dir) / "metrics.jsonl"

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from equilab.train.logging import read_metrics, wall_time_s
+
 HERE = Path(__file__).resolve().parent
 PAPER = [  # anchors §2 (EGNN paper Table 2 and follow-ups); (unverified) marks kept in `note`
     ("Linear", 0.0819, "unverified"), ("SE(3)-Transformer", 0.0244, ""), ("TFN", 0.0155, ""),
@@ -24,17 +26,11 @@ PAPER = [  # anchors §2 (EGNN paper Table 2 and follow-ups); (unverified) marks
 
 def budget(run: Path, hardware: str):
     cfg = json.loads((run / "config.json").read_text())
-    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    recs = read_metrics(run / "metrics.jsonl")
     steps = max(r["step"] for r in recs)
     bs, n = cfg["data"]["batch_size"], cfg["data"]["max_train"]
     spe = n // bs
-    wall = 0.0
-    last = 0
-    for r in recs:
-        if "steps_per_s" in r and r["steps_per_s"] > 0:
-            wall += (r["step"] - last) / r["steps_per_s"]
-            last = r["step"]
-        wall += r.get("eval_time_s", 0.0)
+    wall = wall_time_s(recs)
     planned = cfg["trainer"].get("max_epochs")
     return (f"{steps // spe} of {planned} epochs ({steps} steps, batch {bs}), "
             f"~{wall / 3600:.2f} h train+eval wall time, {hardware}")
