@@ -248,10 +248,15 @@ class QM9DataModule:
             over the split, representative of all sizes; use it when a metric is compared).
         half: legacy spelling of ``subset`` (``first`` / ``second``), kept so that configs
             saved before ``subset`` existed still build.
+        size_buckets: None (every training batch padded to 29 atoms) or ascending pad sizes, the
+            last one 29, e.g. ``[14, 17, 19, 21, 23, 29]``: each training batch then holds
+            molecules of one bucket (n ≤ its size, > the previous one) padded to that size.  The
+            dense networks cost ∝ N², so this is ~2× less work per step on QM9 (mean 18 atoms);
+            one compile per bucket.  Evaluation batches stay at 29.
     """
 
     def __init__(self, data_dir, batch_size=64, train_subset=None, subset="all", condition_on=None,
-                 eval_subset=None, eval_pick="first", half=None):
+                 eval_subset=None, eval_pick="first", half=None, size_buckets=None):
         self.data_dir = os.fspath(data_dir)
         self.batch_size = int(batch_size)
         d = load(self.data_dir)
@@ -276,7 +281,15 @@ class QM9DataModule:
         if len(train) < self.batch_size:
             raise DataError(f"QM9 training set of {len(train)} molecules < batch_size {self.batch_size}")
         self.eval_splits = ["valid", "test"]
-        self.steps_per_epoch = len(train) // self.batch_size
+        self.size_buckets = self._check_buckets(size_buckets)
+        if self.size_buckets is None:
+            self.steps_per_epoch = len(train) // self.batch_size
+        else:
+            counts = np.bincount(self._bucket_of(d["n_atoms"][train]), minlength=len(self.size_buckets))
+            self.steps_per_epoch = int((counts // self.batch_size).sum())
+            if self.steps_per_epoch == 0:
+                raise DataError(f"data.size_buckets={list(self.size_buckets)}: no bucket holds batch_size "
+                                f"{self.batch_size} of the {len(train)} training molecules")
         hist = np.bincount(d["n_atoms"][train].astype(np.int64), minlength=MAX_ATOMS + 1)
         norm_split = "train" if self.subset == "all" else "valid"
         props = d["properties"][train if norm_split == "train" else d["split_valid"]]
@@ -300,6 +313,25 @@ class QM9DataModule:
             self.stats["context_n_atoms"] = d["n_atoms"][train].astype(np.int64)
             self.stats["context_values"] = d["properties"][train, self._prop].astype(np.float64)
 
+    @staticmethod
+    def _check_buckets(buckets):
+        if buckets is None:
+            return None
+        try:
+            b = [int(v) for v in buckets]
+        except (TypeError, ValueError):
+            raise ConfigError(f"data.size_buckets must be a list of atom counts, got {buckets!r}") from None
+        if not b or any(x <= 0 for x in b) or any(x >= y for x, y in zip(b, b[1:])):
+            raise ConfigError(f"data.size_buckets={b} must be strictly ascending positive atom counts")
+        if b[-1] != MAX_ATOMS:
+            raise ConfigError(f"data.size_buckets={b}: the last bucket must be {MAX_ATOMS} (QM9's largest "
+                              "molecule), so that every molecule has a bucket")
+        return np.asarray(b, np.int64)
+
+    def _bucket_of(self, n_atoms: np.ndarray) -> np.ndarray:
+        """Index of the smallest bucket that holds each atom count."""
+        return np.searchsorted(self.size_buckets, np.asarray(n_atoms, np.int64), side="left")
+
     def subset_rows(self, subset: str) -> np.ndarray:
         """Row numbers (into the cache arrays) of ``all`` / ``first_half`` / ``second_half`` of the
         EDM training set, or of the ``valid`` / ``test`` split (all of it)."""
@@ -314,15 +346,17 @@ class QM9DataModule:
         for s in range(0, len(rows), b):
             yield self._batch(rows[s:s + b], b)
 
-    def _batch(self, rows: np.ndarray, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    def _batch(self, rows: np.ndarray, batch_size: int | None = None, n_pad: int = MAX_ATOMS) -> dict[str, np.ndarray]:
+        """Rows -> one padded batch of ``batch_size`` molecules × ``n_pad`` atoms (real atoms come
+        first in the cache, so a molecule of n ≤ n_pad atoms fits)."""
         d = load(self.data_dir)
         b = batch_size or self.batch_size
         valid = len(rows)
         rows = np.concatenate([rows, np.full(b - valid, rows[0], rows.dtype)]) if valid < b else rows
         graph_mask = np.arange(b) < valid
-        charges = d["charges"][rows].astype(np.int64) * graph_mask[:, None]
+        charges = d["charges"][rows, :n_pad].astype(np.int64) * graph_mask[:, None]
         node_mask = charges > 0
-        pos = d["positions"][rows]
+        pos = d["positions"][rows, :n_pad]
         n = node_mask.sum(1)
         com = (pos * node_mask[..., None]).sum(1) / np.maximum(n, 1)[:, None]
         pos = (pos - com[:, None]) * node_mask[..., None]
@@ -344,9 +378,23 @@ class QM9DataModule:
 
     def train_batches(self, epoch: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
         rows = self._rows["train"]
-        perm = np.random.default_rng([int(seed), int(epoch)]).permutation(len(rows))
-        for s in range(self.steps_per_epoch):  # drop the ragged tail: one static shape
-            yield self._batch(rows[perm[s * self.batch_size:(s + 1) * self.batch_size]])
+        rng = np.random.default_rng([int(seed), int(epoch)])
+        perm = rng.permutation(len(rows))
+        if self.size_buckets is None:
+            for s in range(self.steps_per_epoch):  # drop the ragged tail: one static shape
+                yield self._batch(rows[perm[s * self.batch_size:(s + 1) * self.batch_size]])
+            return
+        # bucketed: shuffled rows split by bucket, each bucket cut into full batches (its ragged
+        # tail dropped: one shape per bucket), then the batches of all buckets in random order
+        shuffled = rows[perm]
+        which = self._bucket_of(load(self.data_dir)["n_atoms"][shuffled])
+        plan = []
+        for k, size in enumerate(self.size_buckets):
+            rk = shuffled[which == k]
+            plan += [(rk[s * self.batch_size:(s + 1) * self.batch_size], int(size))
+                     for s in range(len(rk) // self.batch_size)]
+        for i in rng.permutation(len(plan)):
+            yield self._batch(plan[i][0], n_pad=plan[i][1])
 
     def eval_batches(self, split: str) -> Iterator[dict[str, np.ndarray]]:
         if split not in self._rows:

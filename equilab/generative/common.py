@@ -23,6 +23,17 @@ def masked_normal(key, node_mask: jnp.ndarray, width: int, dtype=jnp.float32) ->
     return jax.random.normal(key, (b, n, width), dtype) * node_mask[..., None].astype(dtype)
 
 
+def rotate_onto(x: jnp.ndarray, ref: jnp.ndarray, node_mask: jnp.ndarray) -> jnp.ndarray:
+    """Kabsch: the proper rotation R (det +1) per molecule minimising Σ_i |x_i R − ref_i|² over
+    the real atoms, applied to ``x``.  Both (B, N, 3) and zero-CoM; padding stays 0."""
+    m = node_mask[..., None].astype(x.dtype)
+    cov = jnp.einsum("bni,bnj->bij", x * m, ref * m)  # Σ_i x_iᵀ ref_i, (B, 3, 3)
+    u, _, vt = jnp.linalg.svd(cov)
+    d = jnp.where(jnp.linalg.det(u @ vt) < 0, -1.0, 1.0).astype(x.dtype)
+    u = u.at[..., :, 2].multiply(d[:, None])  # flip the least significant axis: no reflection
+    return jnp.einsum("bni,bij->bnj", x, u @ vt) * m
+
+
 def sample_node_mask(key, n_nodes_hist: Sequence[int], batch: int, max_atoms: int) -> jnp.ndarray:
     """Atom counts drawn from the training histogram -> node mask (B, max_atoms) bool."""
     p = np.asarray(n_nodes_hist, np.float64)[: max_atoms + 1]

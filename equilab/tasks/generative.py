@@ -138,15 +138,17 @@ class EDMTask(_Generative):
 class FlowMatchingTask(_Generative):
     """Equivariant flow matching; sampler ``solver`` with ``steps`` fixed steps."""
 
-    def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, **kw):
+    def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none", **kw):
         super().__init__(stats, **kw)
         if solver not in flow.SOLVERS:
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
-        self.steps, self.solver, self.t_eps = int(steps), solver, float(t_eps)
+        if align not in flow.ALIGNS:
+            raise ConfigError(f"task.align must be one of {flow.ALIGNS}, got {align!r}")
+        self.steps, self.solver, self.t_eps, self.align = int(steps), solver, float(t_eps), align
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
-        return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps)
+        return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps, self.align)
 
     def _sample(self, dyn, key, node_mask, steps: Optional[int] = None, solver: Optional[str] = None):
         return flow.sample(dyn, key, node_mask, self.n_features, steps=int(steps or self.steps),

@@ -227,6 +227,19 @@ class Trainer:
         ``train_steps`` call for several. Returns (state, metrics)."""
         if len(chunk) == 1:
             return self.train_step(state, self.sharder.batch(chunk[0], self.dtype), self.key)
+        shapes = [tuple(np.shape(v) for v in jax.tree_util.tree_leaves(b)) for b in chunk]
+        if any(sh != shapes[0] for sh in shapes):
+            # batches of different shapes (size-bucketed data) cannot be stacked: one call per run
+            # of equal shapes, metrics concatenated in step order
+            ms, i = [], 0
+            while i < len(chunk):
+                j = i + 1
+                while j < len(chunk) and shapes[j] == shapes[i]:
+                    j += 1
+                state, m = self.run_chunk(state, chunk[i:j])
+                ms.append(m)
+                i = j
+            return state, {k: jnp.concatenate([jnp.atleast_1d(m[k]) for m in ms]) for k in ms[0]}
         stack = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *chunk)
         return self.train_steps(state, self.sharder.batch(stack, self.dtype, stacked=True), self.key)
 

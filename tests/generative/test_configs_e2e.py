@@ -63,3 +63,32 @@ def test_sample_bad_numbers_are_one_line_errors(arg, msg, capsys):
     assert sample_main(["run=/nonexistent/run", arg]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {msg}"
+
+
+def test_size_bucketed_training_with_steps_per_call(qm9_dir, tmp_path):
+    """Size-bucketed batches have several shapes: a k-step chunk is split into runs of one shape,
+    and training equals one step per call."""
+    import jax
+    import numpy as np
+
+    from equilab.train.checkpoint import Checkpoints
+    from equilab.train.loop import Trainer
+
+    d = _cfg("qm9_flow_cpu", qm9_dir, "logger=none", "model.hidden=8", "model.n_layers=1", "data.batch_size=4",
+             "data.train_subset=48", "data.eval_subset=8", "trainer.max_steps=6", "trainer.eval_every=6",
+             "trainer.log_every=6", "optim.schedule.warmup_steps=0", "data.size_buckets=[9,29]", "task.align=rotation")
+    runs = {}
+    for k in (1, 3):
+        cfg = json.loads(json.dumps(d))
+        cfg["trainer"]["steps_per_call"] = k
+        tr = Trainer(cfg, tmp_path / f"k{k}")
+        tr.fit(progress=False)
+        shapes = [b["positions"].shape[1] for b in tr.data.train_batches(0, cfg["seed"])][:6]
+        ck = Checkpoints(tmp_path / f"k{k}")
+        try:
+            runs[k] = ck.restore("latest", tr.abstract_state())[0]
+        finally:
+            ck.close()
+    assert len(set(shapes)) == 2  # the first six batches mix both buckets
+    for x, y in zip(jax.tree_util.tree_leaves(runs[1]), jax.tree_util.tree_leaves(runs[3])):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)

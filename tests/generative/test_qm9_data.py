@@ -71,3 +71,39 @@ def test_bad_options_are_clear(qm9_dir):
         qm9.QM9DataModule(qm9_dir, condition_on="U0")
     with pytest.raises(DataError, match="no split"):
         next(qm9.QM9DataModule(qm9_dir, batch_size=8).eval_batches("train2"))
+
+
+def test_size_buckets_cover_each_molecule_once_at_its_pad_size(qm9_dir):
+    d = qm9.load(qm9_dir)
+    buckets = [14, 17, 19, 21, 23, 29]
+    dm = qm9.QM9DataModule(qm9_dir, batch_size=16, train_subset=600, size_buckets=buckets)
+    n_train = d["n_atoms"][d["split_train"][:600]]
+    lo = [0] + buckets[:-1]
+    assert dm.steps_per_epoch == sum(int(((n_train > a) & (n_train <= b)).sum()) // 16 for a, b in zip(lo, buckets))
+    a = list(dm.train_batches(epoch=2, seed=3))
+    assert len(a) == dm.steps_per_epoch
+    seen = []
+    for batch in a:
+        pad = batch["positions"].shape[1]
+        assert pad in buckets and batch["positions"].shape == (16, pad, 3) and batch["one_hot"].shape == (16, pad, 5)
+        n = batch["n_atoms"]
+        k = buckets.index(pad)
+        assert np.all(n <= pad) and np.all(n > lo[k])
+        np.testing.assert_array_equal(batch["node_mask"].sum(1), n)
+        np.testing.assert_allclose((batch["positions"] * batch["node_mask"][..., None]).sum(1), 0.0, atol=1e-5)
+        # the same molecule as the 29-atom batch of the same rows, truncated padding only
+        seen += [tuple(np.round(p[:m].ravel(), 4)) for p, m in zip(batch["positions"], n)]
+    assert len(set(seen)) == len(seen)  # no molecule twice in an epoch
+    assert len({b["positions"].shape[1] for b in a}) > 1  # the buckets are interleaved
+    b = list(dm.train_batches(epoch=2, seed=3))
+    assert all(np.array_equal(x["positions"], y["positions"]) for x, y in zip(a, b))
+    assert next(dm.eval_batches("valid"))["positions"].shape[1] == 29  # evaluation stays at 29
+
+
+def test_size_buckets_bad_values_name_the_field(qm9_dir):
+    from equilab.errors import ConfigError
+
+    for bad, msg in [([14, 12, 29], "ascending"), ([14, 20], "last bucket must be 29"), ("x", "list of atom counts")]:
+        with pytest.raises(ConfigError, match=msg) as e:
+            qm9.QM9DataModule(qm9_dir, batch_size=8, train_subset=100, size_buckets=bad)
+        assert "data.size_buckets" in str(e.value)

@@ -102,3 +102,47 @@ def test_sample_cli_pieces(tmp_path):
     assert len(M.read_molecules(str(tmp_path / "m.xyz"))) == 5
     n_drawn = draw_grid([(np.zeros((1, 3)), np.array([6]))] + mols, str(tmp_path / "grid.png"))
     assert n_drawn >= 1 and (tmp_path / "grid.png").stat().st_size > 0  # a lone C is valid (CH4)
+
+
+def test_rotate_onto_recovers_rotations_but_not_reflections():
+    from scipy.spatial.transform import Rotation
+
+    from equilab.generative.common import rotate_onto, zero_com_normal
+
+    mask = jnp.arange(29)[None] < jnp.array([[12], [29], [4]])
+    ref = zero_com_normal(jax.random.PRNGKey(0), mask)
+    rot = jnp.asarray(Rotation.random(3, random_state=1).as_matrix(), jnp.float32)
+    x = jnp.einsum("bni,bij->bnj", ref, rot)
+    np.testing.assert_allclose(rotate_onto(x, ref, mask), ref, atol=1e-5)
+    mirror = x * jnp.array([1.0, 1.0, -1.0])
+    y = rotate_onto(mirror, ref, mask)
+    assert float(jnp.abs(y - ref).max()) > 0.5  # a mirror image is not a rotation: not undone
+    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(mirror, axis=-1), atol=1e-5)
+    gram = lambda a: jnp.einsum("bni,bmi->bnm", a, a)  # noqa: E731
+    np.testing.assert_allclose(gram(y), gram(mirror), atol=1e-4)  # rigid: all distances kept
+    assert float(jnp.abs(y[~mask]).max()) == 0.0
+
+
+def test_rotation_aligned_flow_loss_ignores_the_data_orientation():
+    """With task.align=rotation the data are rotated onto the prior draw before the path is
+    built, so the loss (same key) is the same for any rotation of the data; without it, not."""
+    from scipy.spatial.transform import Rotation
+
+    from equilab.errors import ConfigError
+
+    data = _Data()
+    model = MODELS.get("egnn_dynamics")({"hidden": 16, "n_layers": 2}, data)
+    batch = _batch()
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), batch)
+    rot = Rotation.random(random_state=3).as_matrix().astype(np.float32)
+    turned = dict(batch, positions=batch["positions"] @ rot)
+    key = jax.random.PRNGKey(5)
+    losses = {}
+    for align in ("rotation", "none"):
+        task = TASKS.get("flow_matching")({"align": align}, data)
+        f = jax.jit(lambda p, b: task._loss_per_molecule(model, p, b, key))
+        losses[align] = (np.asarray(f(params, batch)), np.asarray(f(params, turned)))
+    np.testing.assert_allclose(*losses["rotation"], rtol=2e-4)
+    assert np.abs(losses["none"][0] - losses["none"][1]).max() > 1e-2 * np.abs(losses["none"][0]).max()
+    with pytest.raises(ConfigError, match="task.align"):
+        TASKS.get("flow_matching")({"align": "permutation"}, data)
