@@ -8,7 +8,7 @@ Each run directory must hold eval.json (written at the end of training or by equ
 config.json and metrics.jsonl. One record per test set and metric (``energy_rmse``,
 ``force_rmse``, ``energy_mae``, ``force_mae``; meV and meV/Å). ``test_set`` is the data set's
 name for the file (AcAc ``test_MD_300K``...; rMD17 ``<molecule>/test_01``). A later run of the
-same (test set, tp, channels, precision) replaces the earlier record.
+same (test set, tp, channels, precision, lr schedule, epochs) replaces the earlier record.
 """
 import argparse
 import json
@@ -50,8 +50,18 @@ def budget(run: Path, cfg: dict, hardware: str) -> str:
     wall = wall_time_s(recs)
     m, t = cfg["model"], cfg["trainer"]
     return (f"{m['num_channels']} ch, tp={m.get('tp', 'cg')}, {t.get('precision', 'float32')}; "
-            f"{steps} steps (planned {t.get('max_epochs')} epochs), best step {{best}}; "
+            f"{steps} steps (planned {t.get('max_epochs')} epochs, {schedule_of(cfg)} lr), best step {{best}}; "
             f"~{wall / 3600:.2f} h train+eval, {hardware}")
+
+
+def schedule_of(cfg: dict) -> str:
+    return str((cfg.get("optim", {}).get("schedule") or {}).get("name", "constant"))
+
+
+def run_key(cfg: dict) -> str:
+    """Runs with the same key replace each other: model, precision, lr schedule and length."""
+    m, t = cfg["model"], cfg["trainer"]
+    return f"{m.get('tp', 'cg')}/{m['num_channels']}ch/{t.get('precision')}/{schedule_of(cfg)}/{t.get('max_epochs')}ep"
 
 
 def command_of(run: Path) -> str:
@@ -81,7 +91,7 @@ def main():
         ev = json.loads((run / "eval.json").read_text())
         cfg = json.loads((run / "config.json").read_text())
         m = cfg["model"]
-        key = f"{m.get('tp', 'cg')}/{m['num_channels']}ch/{cfg['trainer'].get('precision')}"
+        key = run_key(cfg)
         b = budget(run, cfg, a.hardware).replace("{best}", str(ev["best_step"]))
         cmd = a.command or command_of(run)
         for k, v in ev.items():

@@ -3,7 +3,8 @@
     python scripts/make_table.py experiments/nbody
 
 results.json is a list of records with at least ``model``, ``metric``, ``value``; records with
-``"source": "paper"`` are the published numbers, the others ours. The table replaces the text
+``"source": "paper"`` are the published numbers, the others ours; our records with different
+``key`` values (run configurations) get a row each. The table replaces the text
 between ``<!-- table:start -->`` and ``<!-- table:end -->`` in the README.
 """
 import json
@@ -33,12 +34,17 @@ def table(records):
     head = "| model | metric |" + (" test set |" if has_set else "") + " paper | equilab | seeds | budget |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (model, metric, ts), v in keys.items():
-        ours = v["ours"]
-        val = "; ".join(fmt(r["value"]) for r in ours) if ours else "not run"
-        seeds = "; ".join(str(r.get("seeds", "")) for r in ours)
-        budget = "; ".join(str(r.get("budget", "")) for r in ours)
-        lines.append(f"| {model} | {metric} |" + (f" {ts} |" if has_set else "") +
-                     f" {fmt(v['paper'])} | {val} | {seeds} | {budget} |")
+        # one row per run configuration (``key``, e.g. MACE's tp/channels/schedule), the seeds of
+        # one configuration on the same row
+        groups = OrderedDict()
+        for r in v["ours"]:
+            groups.setdefault(r.get("key"), []).append(r)
+        for ours in list(groups.values()) or [[]]:
+            val = "; ".join(fmt(r["value"]) for r in ours) if ours else "not run"
+            seeds = "; ".join(str(r.get("seeds", "")) for r in ours)
+            budget = "; ".join(str(r.get("budget", "")) for r in ours)
+            lines.append(f"| {model} | {metric} |" + (f" {ts} |" if has_set else "") +
+                         f" {fmt(v['paper'])} | {val} | {seeds} | {budget} |")
     return "\n".join(lines)
 
 
