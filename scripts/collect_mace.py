@@ -90,7 +90,6 @@ def main():
     for run in map(Path, a.runs):
         ev = json.loads((run / "eval.json").read_text())
         cfg = json.loads((run / "config.json").read_text())
-        m = cfg["model"]
         key = run_key(cfg)
         b = budget(run, cfg, a.hardware).replace("{best}", str(ev["best_step"]))
         cmd = a.command or command_of(run)
