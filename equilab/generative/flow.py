@@ -8,6 +8,18 @@ conditional paths.  The network is E(3)-equivariant, so this only changes the co
 the model can represent, and the prior stays exactly the zero-CoM Gaussian.
 Sampling integrates dx/dt = v̂ from t = 0 to 1 with a fixed-step solver under ``lax.scan``; v̂ is
 zero-CoM, so samples stay centred.
+
+Two parameterisations of the network output (``param``):
+- ``velocity``: the network's (Δx, h_out) is v̂ itself; loss ‖v̂ − (x₁ − x₀)‖².
+- ``endpoint``: the network predicts the clean sample, x̂₁ = x_t + Δx (zero-CoM, equivariant) and
+  ĥ₁ = h_out; loss ‖x̂₁ − x₁‖² + ‖ĥ₁ − h₁‖² (uniform in t, where the velocity loss weights
+  t → 1 by 1/(1 − t)²), and v̂ = (x̂₁ − x_t)/(1 − t) for sampling (FlowMol's endpoint
+  parameterisation, Dunn & Koes 2024).  v̂ is singular at t = 1, so only solvers that never
+  evaluate there are allowed (euler, midpoint); Euler's last step lands exactly on x̂₁.
+- ``endpoint_x``: endpoint for the positions, velocity for the features (loss
+  ‖x̂₁ − x₁‖² + ‖v̂_h − (h₁ − h₀)‖²).  The uniform-in-t endpoint loss on the scaled one-hot
+  types underweights late t, where the types are decided, and at 3,000 steps collapsed them
+  towards C/H; the velocity loss keeps its 1/(1 − t)² weight for them.
 """
 from __future__ import annotations
 
@@ -21,11 +33,23 @@ from equilab.models.egnn_dynamics import remove_mean
 
 SOLVERS = ("euler", "midpoint", "heun", "rk4")
 ALIGNS = ("none", "rotation")
+PARAMS = ("velocity", "endpoint", "endpoint_x")
+ENDPOINT_SOLVERS = ("euler", "midpoint")  # never evaluate v̂ at t = 1
 
 
-def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, align: str = "none") -> jnp.ndarray:
+def check_param(param: str, solver: str | None = None) -> None:
+    if param not in PARAMS:
+        raise ValueError(f"unknown flow parameterisation {param!r}; choose one of {PARAMS}")
+    if solver is not None and param != "velocity" and solver not in ENDPOINT_SOLVERS:
+        raise ValueError(f"solver {solver!r} evaluates the velocity at t = 1, where the endpoint "
+                         f"parameterisation is singular; choose one of {ENDPOINT_SOLVERS}")
+
+
+def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, align: str = "none",
+                      param: str = "velocity") -> jnp.ndarray:
     if align not in ALIGNS:
         raise ValueError(f"unknown alignment {align!r}; choose one of {ALIGNS}")
+    check_param(param)
     kt, kx, kh = jax.random.split(key, 3)
     b = x.shape[0]
     t = jax.random.uniform(kt, (b,), x.dtype, t_eps, 1.0 - t_eps)
@@ -34,27 +58,38 @@ def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, a
         x = rotate_onto(x, x0, node_mask)
     h0 = masked_normal(kh, node_mask, h.shape[-1], x.dtype)
     tt = t[:, None, None]
-    vx, vh = dyn((1 - tt) * x0 + tt * x, (1 - tt) * h0 + tt * h, t)
+    xt = (1 - tt) * x0 + tt * x
+    vx, vh = dyn(xt, (1 - tt) * h0 + tt * h, t)
     m = node_mask.astype(x.dtype)
-    err = ((vx - (x - x0)) ** 2).sum((1, 2)) + (((vh - (h - h0)) ** 2).sum(-1) * m).sum(1)
+    if param == "velocity":
+        err_x = ((vx - (x - x0)) ** 2).sum((1, 2))
+    else:  # x̂₁ = x_t + Δx
+        err_x = ((xt + vx - x) ** 2 * m[..., None]).sum((1, 2))
+    h_target = h if param == "endpoint" else h - h0  # ĥ₁ = h_out, or the feature velocity
+    err = err_x + (((vh - h_target) ** 2).sum(-1) * m).sum(1)
     return err / jnp.maximum((3 + h.shape[-1]) * m.sum(1), 1.0)
 
 
 def sample(dyn: Callable, key, node_mask, n_features: int, *, steps: int = 50, solver: str = "heun",
-           dtype=jnp.float32):
+           dtype=jnp.float32, param: str = "velocity"):
     """Integrate from the prior at t = 0 to data at t = 1 in ``steps`` uniform steps.
 
     ``solver``: euler (1 evaluation per step), midpoint / heun (2), rk4 (4).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown ODE solver {solver!r}; choose one of {SOLVERS}")
+    check_param(param, solver)
     b = node_mask.shape[0]
     kx, kh = jax.random.split(key)
     y = (zero_com_normal(kx, node_mask, dtype), masked_normal(kh, node_mask, n_features, dtype))
     dt = 1.0 / steps
 
     def f(y, t):
-        return dyn(y[0], y[1], jnp.full((b,), t, dtype))
+        vx, vh = dyn(y[0], y[1], jnp.full((b,), t, dtype))
+        if param == "velocity":
+            return vx, vh
+        # (x̂₁ − x_t)/(1 − t); t < 1 for euler and midpoint
+        return vx / (1 - t), (vh - y[1]) / (1 - t) if param == "endpoint" else vh
 
     def axpy(y, k, a):
         return (y[0] + a * k[0], y[1] + a * k[1])

@@ -154,6 +154,12 @@ def main(argv=None) -> int:
         if steps_arg is not None:
             opts["steps"] = steps_arg
         if "solver" in kv:
+            from equilab.generative import flow
+            if kv["solver"] not in flow.SOLVERS:
+                raise ConfigError(f"solver={kv['solver']!r}; choose one of {flow.SOLVERS}")
+            if getattr(task, "param", "velocity") != "velocity" and kv["solver"] not in flow.ENDPOINT_SOLVERS:
+                raise ConfigError(f"solver={kv['solver']!r}: this run uses task.param={task.param}, whose velocity "
+                                  f"is singular at t = 1; choose one of {flow.ENDPOINT_SOLVERS}")
             opts["solver"] = kv["solver"]
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))
         out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}")

@@ -138,21 +138,29 @@ class EDMTask(_Generative):
 class FlowMatchingTask(_Generative):
     """Equivariant flow matching; sampler ``solver`` with ``steps`` fixed steps."""
 
-    def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none", **kw):
+    def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none",
+                 param: str = "velocity", **kw):
         super().__init__(stats, **kw)
         if solver not in flow.SOLVERS:
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
         if align not in flow.ALIGNS:
             raise ConfigError(f"task.align must be one of {flow.ALIGNS}, got {align!r}")
+        if param not in flow.PARAMS:
+            raise ConfigError(f"task.param must be one of {flow.PARAMS}, got {param!r}")
+        if param != "velocity" and solver not in flow.ENDPOINT_SOLVERS:
+            raise ConfigError(f"task.param={param} needs task.solver in {flow.ENDPOINT_SOLVERS} (the endpoint "
+                              f"velocity is singular at t = 1, where {solver!r} evaluates it), got {solver!r}")
         self.steps, self.solver, self.t_eps, self.align = int(steps), solver, float(t_eps), align
+        self.param = param
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
-        return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps, self.align)
+        return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps, self.align,
+                                      self.param)
 
     def _sample(self, dyn, key, node_mask, steps: Optional[int] = None, solver: Optional[str] = None):
         return flow.sample(dyn, key, node_mask, self.n_features, steps=int(steps or self.steps),
-                           solver=solver or self.solver)
+                           solver=solver or self.solver, param=self.param)
 
 
 @TASKS.register("edm")

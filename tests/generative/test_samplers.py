@@ -55,6 +55,7 @@ def test_eval_sums_count_real_molecules():
     ("edm", {"timesteps": 20}),
     ("flow_matching", {"steps": 4, "solver": "rk4"}),
     ("flow_matching", {"steps": 3, "solver": "euler", "condition_on": "alpha"}),
+    ("flow_matching", {"steps": 3, "solver": "midpoint", "param": "endpoint", "align": "rotation"}),
 ])
 def test_loss_and_centred_samples(task_cfg):
     name, cfg = task_cfg
@@ -146,3 +147,48 @@ def test_rotation_aligned_flow_loss_ignores_the_data_orientation():
     assert np.abs(losses["none"][0] - losses["none"][1]).max() > 1e-2 * np.abs(losses["none"][0]).max()
     with pytest.raises(ConfigError, match="task.align"):
         TASKS.get("flow_matching")({"align": "permutation"}, data)
+
+
+@pytest.mark.parametrize("param,solver", [("endpoint", "euler"), ("endpoint", "midpoint"), ("velocity", "euler"),
+                                          ("endpoint_x", "midpoint")])
+def test_flow_parameterisations_are_exact_for_a_point_mass(param, solver):
+    """Data = one molecule (x₁, h₁).  Its exact field is v = (x₁ − x_t)/(1 − t), i.e. the
+    endpoint x̂₁ = x₁: an oracle network giving that has zero loss in either parameterisation,
+    and the sampler lands on x₁ from any prior draw."""
+    from equilab.generative import flow
+    from equilab.models.egnn_dynamics import remove_mean
+
+    mask = jnp.arange(9)[None] < jnp.array([[7], [5]])
+    m = mask[..., None].astype(jnp.float32)
+    x1 = remove_mean(jax.random.normal(jax.random.PRNGKey(0), (2, 9, 3)), mask)
+    h1 = jax.nn.one_hot(jnp.array([[0, 1, 2, 3, 4, 0, 1, 0, 0]] * 2), 6) * 0.25 * m
+
+    def oracle(xt, ht, t):
+        tt = t[:, None, None]
+        vh = h1 if param == "endpoint" else (h1 - ht) / (1 - tt) * m
+        if param == "velocity":
+            return (x1 - xt) / (1 - tt) * m, vh
+        return (x1 - xt) * m, vh
+
+    loss = flow.loss_per_molecule(oracle, x1, h1, mask, jax.random.PRNGKey(1), t_eps=1e-3, param=param)
+    np.testing.assert_allclose(loss, 0.0, atol=1e-9)
+    x, h = flow.sample(oracle, jax.random.PRNGKey(2), mask, 6, steps=4, solver=solver, param=param)
+    np.testing.assert_allclose(x, x1, atol=1e-5)
+    np.testing.assert_allclose(h, h1, atol=1e-5)
+    # Off the point mass the oracle is wrong, and the loss says so.
+    assert float(flow.loss_per_molecule(oracle, x1 + 0.3 * m, h1, mask, jax.random.PRNGKey(1),
+                                        param=param).min()) > 1e-3
+
+
+def test_endpoint_parameterisation_refuses_solvers_that_evaluate_t_1():
+    from equilab.errors import ConfigError
+    from equilab.generative import flow
+
+    data = _Data()
+    with pytest.raises(ConfigError, match="task.solver"):
+        TASKS.get("flow_matching")({"param": "endpoint", "solver": "heun"}, data)
+    with pytest.raises(ConfigError, match="task.param"):
+        TASKS.get("flow_matching")({"param": "x0"}, data)
+    mask = jnp.ones((1, 3), bool)
+    with pytest.raises(ValueError, match="singular"):
+        flow.sample(lambda x, h, t: (x, h), jax.random.PRNGKey(0), mask, 6, solver="rk4", param="endpoint")
