@@ -9,7 +9,7 @@ the model can represent, and the prior stays exactly the zero-CoM Gaussian.
 Sampling integrates dx/dt = v̂ from t = 0 to 1 with a fixed-step solver under ``lax.scan``; v̂ is
 zero-CoM, so samples stay centred.
 
-Two parameterisations of the network output (``param``):
+Three parameterisations of the network output (``param``):
 - ``velocity``: the network's (Δx, h_out) is v̂ itself; loss ‖v̂ − (x₁ − x₀)‖².
 - ``endpoint``: the network predicts the clean sample, x̂₁ = x_t + Δx (zero-CoM, equivariant) and
   ĥ₁ = h_out; loss ‖x̂₁ − x₁‖² + ‖ĥ₁ − h₁‖² (uniform in t, where the velocity loss weights
