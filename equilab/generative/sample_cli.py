@@ -157,9 +157,10 @@ def main(argv=None) -> int:
             from equilab.generative import flow
             if kv["solver"] not in flow.SOLVERS:
                 raise ConfigError(f"solver={kv['solver']!r}; choose one of {flow.SOLVERS}")
-            if getattr(task, "param", "velocity") != "velocity" and kv["solver"] not in flow.ENDPOINT_SOLVERS:
-                raise ConfigError(f"solver={kv['solver']!r}: this run uses task.param={task.param}, whose velocity "
-                                  f"is singular at t = 1; choose one of {flow.ENDPOINT_SOLVERS}")
+            try:
+                flow.check_param(getattr(task, "param", "velocity"), kv["solver"])
+            except ValueError as e:
+                raise ConfigError(f"solver={kv['solver']!r} for this run's task.param: {e}") from None
             opts["solver"] = kv["solver"]
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))
         out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}")

@@ -145,11 +145,10 @@ class FlowMatchingTask(_Generative):
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
         if align not in flow.ALIGNS:
             raise ConfigError(f"task.align must be one of {flow.ALIGNS}, got {align!r}")
-        if param not in flow.PARAMS:
-            raise ConfigError(f"task.param must be one of {flow.PARAMS}, got {param!r}")
-        if param != "velocity" and solver not in flow.ENDPOINT_SOLVERS:
-            raise ConfigError(f"task.param={param} needs task.solver in {flow.ENDPOINT_SOLVERS} (the endpoint "
-                              f"velocity is singular at t = 1, where {solver!r} evaluates it), got {solver!r}")
+        try:
+            flow.check_param(param, solver)
+        except ValueError as e:
+            raise ConfigError(f"task.param={param!r} with task.solver={solver!r}: {e}") from None
         self.steps, self.solver, self.t_eps, self.align = int(steps), solver, float(t_eps), align
         self.param = param
 
