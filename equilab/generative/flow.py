@@ -33,6 +33,7 @@ from equilab.models.egnn_dynamics import remove_mean
 
 SOLVERS = ("euler", "midpoint", "heun", "rk4")
 ALIGNS = ("none", "rotation")
+T_DISTS = ("uniform", "beta")
 PARAMS = ("velocity", "endpoint", "endpoint_x")
 ENDPOINT_SOLVERS = ("euler", "midpoint")  # never evaluate v̂ at t = 1
 
@@ -45,14 +46,27 @@ def check_param(param: str, solver: str | None = None) -> None:
                          f"parameterisation is singular; choose one of {ENDPOINT_SOLVERS}")
 
 
+def sample_t(key, b: int, dtype, t_eps: float = 0.0, t_dist: str = "uniform", t_beta=(2.0, 1.0)) -> jnp.ndarray:
+    """Training times in [t_eps, 1 − t_eps]: uniform, or Beta(a, b) (a > b puts more weight near the data
+    at t = 1, as SemlaFlow's Beta(2, 1))."""
+    if t_dist == "uniform":
+        return jax.random.uniform(key, (b,), dtype, t_eps, 1.0 - t_eps)
+    if t_dist == "beta":
+        a, bb = (float(v) for v in t_beta)
+        if not (a > 0 and bb > 0):
+            raise ValueError(f"Beta parameters must be positive, got {tuple(t_beta)}")
+        return jnp.clip(jax.random.beta(key, a, bb, (b,), dtype), t_eps, 1.0 - t_eps)
+    raise ValueError(f"unknown time distribution {t_dist!r}; choose one of {T_DISTS}")
+
+
 def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, align: str = "none",
-                      param: str = "velocity") -> jnp.ndarray:
+                      param: str = "velocity", t_dist: str = "uniform", t_beta=(2.0, 1.0)) -> jnp.ndarray:
     if align not in ALIGNS:
         raise ValueError(f"unknown alignment {align!r}; choose one of {ALIGNS}")
     check_param(param)
     kt, kx, kh = jax.random.split(key, 3)
     b = x.shape[0]
-    t = jax.random.uniform(kt, (b,), x.dtype, t_eps, 1.0 - t_eps)
+    t = sample_t(kt, b, x.dtype, t_eps, t_dist, t_beta)
     x0 = zero_com_normal(kx, node_mask, x.dtype)
     if align == "rotation":
         x = rotate_onto(x, x0, node_mask)

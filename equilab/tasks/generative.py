@@ -139,7 +139,7 @@ class FlowMatchingTask(_Generative):
     """Equivariant flow matching; sampler ``solver`` with ``steps`` fixed steps."""
 
     def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none",
-                 param: str = "velocity", **kw):
+                 param: str = "velocity", t_dist: str = "uniform", t_beta=(2.0, 1.0), **kw):
         super().__init__(stats, **kw)
         if solver not in flow.SOLVERS:
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -151,11 +151,21 @@ class FlowMatchingTask(_Generative):
             raise ConfigError(f"task.param={param!r} with task.solver={solver!r}: {e}") from None
         self.steps, self.solver, self.t_eps, self.align = int(steps), solver, float(t_eps), align
         self.param = param
+        if t_dist not in flow.T_DISTS:
+            raise ConfigError(f"task.t_dist must be one of {flow.T_DISTS}, got {t_dist!r}")
+        try:
+            t_beta = tuple(float(v) for v in t_beta)
+            ok = len(t_beta) == 2 and min(t_beta) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"task.t_beta must be two positive numbers [a, b], got {t_beta!r}")
+        self.t_dist, self.t_beta = t_dist, t_beta
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
         return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps, self.align,
-                                      self.param)
+                                      self.param, self.t_dist, self.t_beta)
 
     def _sample(self, dyn, key, node_mask, steps: Optional[int] = None, solver: Optional[str] = None):
         return flow.sample(dyn, key, node_mask, self.n_features, steps=int(steps or self.steps),

@@ -192,3 +192,40 @@ def test_endpoint_parameterisation_refuses_solvers_that_evaluate_t_1():
     mask = jnp.ones((1, 3), bool)
     with pytest.raises(ValueError, match="singular"):
         flow.sample(lambda x, h, t: (x, h), jax.random.PRNGKey(0), mask, 6, solver="rk4", param="endpoint")
+
+
+def test_training_time_distributions():
+    """Uniform and Beta(a, b) training times: range, mean, and that the loss actually sees them."""
+    from equilab.errors import ConfigError
+    from equilab.generative import flow
+
+    key = jax.random.PRNGKey(0)
+    tu = flow.sample_t(key, 20000, jnp.float32, 0.01)
+    assert 0.01 - 1e-7 <= float(tu.min()) and float(tu.max()) <= 0.99 + 1e-7
+    np.testing.assert_allclose(float(tu.mean()), 0.5, atol=0.01)
+    tb = flow.sample_t(key, 20000, jnp.float32, 1e-3, "beta", (2.0, 1.0))
+    np.testing.assert_allclose(float(tb.mean()), 2 / 3, atol=0.01)  # Beta(2, 1): density 2t
+    np.testing.assert_allclose(float((tb < 0.5).mean()), 0.25, atol=0.01)
+    assert 1e-3 - 1e-7 <= float(tb.min()) and float(tb.max()) <= 1 - 1e-3 + 1e-7  # float32 ends
+
+    seen = []
+    mask = jnp.ones((64, 4), bool)
+    x = jnp.zeros((64, 4, 3))
+    h = jnp.zeros((64, 4, 6))
+
+    def probe(xt, ht, t):
+        seen.append(t)
+        return jnp.zeros_like(xt), jnp.zeros_like(ht)
+
+    flow.loss_per_molecule(probe, x, h, mask, key, t_dist="beta", t_beta=(5.0, 1.0))
+    assert float(seen[0].mean()) > 0.75  # Beta(5, 1) mean 5/6; uniform would give ~0.5
+    with pytest.raises(ValueError, match="time distribution"):
+        flow.sample_t(key, 4, jnp.float32, t_dist="logit")
+
+    data = _Data()
+    with pytest.raises(ConfigError, match="task.t_dist"):
+        TASKS.get("flow_matching")({"t_dist": "normal"}, data)
+    with pytest.raises(ConfigError, match="task.t_beta"):
+        TASKS.get("flow_matching")({"t_dist": "beta", "t_beta": [2.0, -1.0]}, data)
+    with pytest.raises(ConfigError, match="task.t_beta"):
+        TASKS.get("flow_matching")({"t_dist": "beta", "t_beta": "2"}, data)
