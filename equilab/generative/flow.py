@@ -46,17 +46,26 @@ def check_param(param: str, solver: str | None = None) -> None:
                          f"parameterisation is singular; choose one of {ENDPOINT_SOLVERS}")
 
 
+def check_t_dist(t_dist: str, t_beta=(2.0, 1.0)) -> tuple[float, float]:
+    """Validate a training-time distribution; returns the Beta parameters as two floats."""
+    if t_dist not in T_DISTS:
+        raise ValueError(f"unknown time distribution {t_dist!r}; choose one of {T_DISTS}")
+    try:
+        ab = tuple(float(v) for v in t_beta)
+    except (TypeError, ValueError):
+        ab = ()
+    if len(ab) != 2 or min(ab) <= 0:
+        raise ValueError(f"Beta parameters must be two positive numbers [a, b], got {t_beta!r}")
+    return ab
+
+
 def sample_t(key, b: int, dtype, t_eps: float = 0.0, t_dist: str = "uniform", t_beta=(2.0, 1.0)) -> jnp.ndarray:
     """Training times in [t_eps, 1 − t_eps]: uniform, or Beta(a, b) (a > b puts more weight near the data
     at t = 1, as SemlaFlow's Beta(2, 1))."""
+    a, bb = check_t_dist(t_dist, t_beta)
     if t_dist == "uniform":
         return jax.random.uniform(key, (b,), dtype, t_eps, 1.0 - t_eps)
-    if t_dist == "beta":
-        a, bb = (float(v) for v in t_beta)
-        if not (a > 0 and bb > 0):
-            raise ValueError(f"Beta parameters must be positive, got {tuple(t_beta)}")
-        return jnp.clip(jax.random.beta(key, a, bb, (b,), dtype), t_eps, 1.0 - t_eps)
-    raise ValueError(f"unknown time distribution {t_dist!r}; choose one of {T_DISTS}")
+    return jnp.clip(jax.random.beta(key, a, bb, (b,), dtype), t_eps, 1.0 - t_eps)
 
 
 def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, align: str = "none",

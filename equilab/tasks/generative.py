@@ -151,16 +151,12 @@ class FlowMatchingTask(_Generative):
             raise ConfigError(f"task.param={param!r} with task.solver={solver!r}: {e}") from None
         self.steps, self.solver, self.t_eps, self.align = int(steps), solver, float(t_eps), align
         self.param = param
-        if t_dist not in flow.T_DISTS:
-            raise ConfigError(f"task.t_dist must be one of {flow.T_DISTS}, got {t_dist!r}")
         try:
-            t_beta = tuple(float(v) for v in t_beta)
-            ok = len(t_beta) == 2 and min(t_beta) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"task.t_beta must be two positive numbers [a, b], got {t_beta!r}")
-        self.t_dist, self.t_beta = t_dist, t_beta
+            self.t_beta = flow.check_t_dist(t_dist, t_beta)
+        except ValueError as e:
+            field = "task.t_dist" if t_dist not in flow.T_DISTS else "task.t_beta"
+            raise ConfigError(f"{field}: {e}") from None
+        self.t_dist = t_dist
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
