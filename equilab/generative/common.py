@@ -34,6 +34,36 @@ def rotate_onto(x: jnp.ndarray, ref: jnp.ndarray, node_mask: jnp.ndarray) -> jnp
     return jnp.einsum("bni,bij->bnj", x, u @ vt) * m
 
 
+def _assignments(cost: np.ndarray, node_mask: np.ndarray) -> np.ndarray:
+    """Host side: per molecule, the prior node assigned to each real atom (Hungarian algorithm on
+    ``cost[b, a, j]`` = cost of giving atom a prior node j); identity on padding."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost, node_mask = np.asarray(cost, np.float64), np.asarray(node_mask, bool)
+    perm = np.tile(np.arange(cost.shape[1], dtype=np.int32), (cost.shape[0], 1))
+    for b in range(cost.shape[0]):
+        idx = np.flatnonzero(node_mask[b])
+        if idx.size > 1:
+            rows, cols = linear_sum_assignment(cost[b][np.ix_(idx, idx)])
+            perm[b, idx[rows]] = idx[cols]
+    return perm
+
+
+def permute_onto(x0: jnp.ndarray, x: jnp.ndarray, node_mask: jnp.ndarray) -> jnp.ndarray:
+    """The permutation π of each molecule's real prior nodes minimising Σ_a |x0_π(a) − x_a|²
+    (exact, Hungarian algorithm on the host through ``jax.pure_callback``): (B, N) int32 with
+    x0[b, π[b, a]] the prior node that goes to atom a; padding maps to itself.  Works under jit."""
+    x0, x = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(x)
+    cost = ((x[:, :, None, :] - x0[:, None, :, :]) ** 2).sum(-1)  # (B, N_atoms, N_prior)
+    out = jax.ShapeDtypeStruct(node_mask.shape, jnp.int32)
+    return jax.pure_callback(_assignments, out, cost, node_mask, vmap_method="sequential")
+
+
+def gather_nodes(a: jnp.ndarray, perm: jnp.ndarray) -> jnp.ndarray:
+    """a (B, N, F) with its nodes reordered by perm (B, N): out[b, i] = a[b, perm[b, i]]."""
+    return jnp.take_along_axis(a, perm[..., None], axis=1)
+
+
 def sample_node_mask(key, n_nodes_hist: Sequence[int], batch: int, max_atoms: int) -> jnp.ndarray:
     """Atom counts drawn from the training histogram -> node mask (B, max_atoms) bool."""
     p = np.asarray(n_nodes_hist, np.float64)[: max_atoms + 1]

@@ -6,6 +6,11 @@ With ``align="rotation"`` each data molecule is first rotated onto its prior dra
 rotations; the rotational part of equivariant OT, Klein et al. 2023): shorter, straighter
 conditional paths.  The network is E(3)-equivariant, so this only changes the coupling, not what
 the model can represent, and the prior stays exactly the zero-CoM Gaussian.
+With ``align="ot"`` the permutation is matched too (equivariant OT, Klein et al. 2023; EquiFM):
+the prior nodes are reassigned to the atoms by the Hungarian algorithm on |x0_j − x1_a|², then
+the data are rotated onto them (Kabsch), and the pair of steps is repeated.  Starting with the
+permutation makes the coupling independent of the order in which the data list their atoms.  The
+prior nodes are i.i.d., so a permutation of them (x0 and h0 together) is still a prior draw.
 Sampling integrates dx/dt = v̂ from t = 0 to 1 with a fixed-step solver under ``lax.scan``; v̂ is
 zero-CoM, so samples stay centred.
 
@@ -28,11 +33,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from equilab.generative.common import masked_normal, rotate_onto, zero_com_normal
+from equilab.generative.common import gather_nodes, masked_normal, permute_onto, rotate_onto, zero_com_normal
 from equilab.models.egnn_dynamics import remove_mean
 
 SOLVERS = ("euler", "midpoint", "heun", "rk4")
-ALIGNS = ("none", "rotation")
+ALIGNS = ("none", "rotation", "ot")
+OT_ROUNDS = 2  # permutation + rotation rounds for align="ot"
 T_DISTS = ("uniform", "beta")
 PARAMS = ("velocity", "endpoint", "endpoint_x")
 ENDPOINT_SOLVERS = ("euler", "midpoint")  # never evaluate v̂ at t = 1
@@ -77,9 +83,14 @@ def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, a
     b = x.shape[0]
     t = sample_t(kt, b, x.dtype, t_eps, t_dist, t_beta)
     x0 = zero_com_normal(kx, node_mask, x.dtype)
+    h0 = masked_normal(kh, node_mask, h.shape[-1], x.dtype)
     if align == "rotation":
         x = rotate_onto(x, x0, node_mask)
-    h0 = masked_normal(kh, node_mask, h.shape[-1], x.dtype)
+    elif align == "ot":
+        for _ in range(OT_ROUNDS):
+            perm = permute_onto(x0, x, node_mask)
+            x0, h0 = gather_nodes(x0, perm), gather_nodes(h0, perm)
+            x = rotate_onto(x, x0, node_mask)
     tt = t[:, None, None]
     xt = (1 - tt) * x0 + tt * x
     vx, vh = dyn(xt, (1 - tt) * h0 + tt * h, t)
