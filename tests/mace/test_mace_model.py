@@ -148,3 +148,39 @@ def test_learned_species_shift_moves_energy_not_forces(x64):
     assert float(out1["energy"][0] - out0["energy"][0]) == pytest.approx(expected, abs=1e-10)
     np.testing.assert_array_equal(np.asarray(out1["forces"]), np.asarray(out0["forces"]))
     assert np.abs(np.asarray(out0["forces"][:N_ATOMS])).max() > 1e-6
+
+
+def test_symmetric_contraction_matches_the_unfolded_cg_basis(x64):
+    """``symmetric_contraction`` (monomials over sorted index tuples, picked by one-hot matmuls, and
+    the folded basis) equals the plain d^ν contraction with e3nn's symmetric CG basis."""
+    import e3nn_jax as e3nn
+
+    from equilab.models.mace import _symmetric_basis, symmetric_contraction
+
+    irreps_in, irreps_out, S, C, N = "0e+1o+2e", "0e+1o", 3, 2, 5
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(N, C, e3nn.Irreps(irreps_in).dim)))
+    species = jnp.asarray([0, 2, 1, 2, 0])
+    weights = {}
+    for nu in (1, 2, 3):
+        for ir, mul, _ in _symmetric_basis(irreps_in, nu, irreps_out)[1]:
+            weights[f"w{nu}_{ir}"] = jnp.asarray(rng.normal(size=(S, mul, C)))
+    got = symmetric_contraction(x, species, weights, irreps_in=irreps_in, irreps_out=irreps_out, correlation=3).array
+    ref = np.zeros((N, C, e3nn.Irreps(irreps_out).dim))
+    outs = e3nn.Irreps(irreps_out)
+    for nu in (1, 2, 3):
+        U = e3nn.reduced_symmetric_tensor_product_basis(e3nn.Irreps(irreps_in), nu, keep_ir=outs)
+        for (mul, ir), u in zip(U.irreps, U.chunks):
+            if u is None or mul == 0:
+                continue
+            t = np.einsum("ncd,d...->nc...", np.asarray(x), np.asarray(u))  # u: (d,)*ν + (K, 2l+1)
+            for _ in range(nu - 1):  # contract the remaining input indices one at a time
+                t = np.einsum("ncd,ncd...->nc...", np.asarray(x), t)
+            y = np.einsum("nckm,nkc->ncm", t, np.asarray(weights[f"w{nu}_{ir}"])[np.asarray(species)])
+            sl = outs.slices()[[r for _, r in outs].index(ir)]
+            ref[:, :, sl] += y
+    # the function returns e3nn's (N, C·irreps_out) layout: each irrep block as (C, 2l+1)
+    want = e3nn.from_chunks(outs, [jnp.asarray(ref[:, :, sl])[:, :, None, :] for sl in outs.slices()], (N, C),
+                            jnp.float64).axis_to_mul().array
+    assert float(np.abs(want).max()) > 1.0
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
