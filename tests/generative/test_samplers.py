@@ -124,6 +124,18 @@ def test_rotate_onto_recovers_rotations_but_not_reflections():
     assert float(jnp.abs(y[~mask]).max()) == 0.0
 
 
+def _losses_per_coupling(model, params, data, batch, transformed, aligns):
+    """Per-molecule flow-matching loss (one fixed key) of a batch and of a transformed copy of it,
+    for each ``task.align``: {align: (loss(batch), loss(transformed))}."""
+    key = jax.random.PRNGKey(5)
+    losses = {}
+    for align in aligns:
+        task = TASKS.get("flow_matching")({"align": align}, data)
+        f = jax.jit(lambda p, b: task._loss_per_molecule(model, p, b, key))
+        losses[align] = (np.asarray(f(params, batch)), np.asarray(f(params, transformed)))
+    return losses
+
+
 def test_rotation_aligned_flow_loss_ignores_the_data_orientation():
     """With task.align=rotation the data are rotated onto the prior draw before the path is
     built, so the loss (same key) is the same for any rotation of the data; without it, not."""
@@ -137,12 +149,7 @@ def test_rotation_aligned_flow_loss_ignores_the_data_orientation():
     params = jax.jit(model.init)(jax.random.PRNGKey(0), batch)
     rot = Rotation.random(random_state=3).as_matrix().astype(np.float32)
     turned = dict(batch, positions=batch["positions"] @ rot)
-    key = jax.random.PRNGKey(5)
-    losses = {}
-    for align in ("rotation", "none"):
-        task = TASKS.get("flow_matching")({"align": align}, data)
-        f = jax.jit(lambda p, b: task._loss_per_molecule(model, p, b, key))
-        losses[align] = (np.asarray(f(params, batch)), np.asarray(f(params, turned)))
+    losses = _losses_per_coupling(model, params, data, batch, turned, ("rotation", "none"))
     np.testing.assert_allclose(*losses["rotation"], rtol=2e-4)
     assert np.abs(losses["none"][0] - losses["none"][1]).max() > 1e-2 * np.abs(losses["none"][0]).max()
     with pytest.raises(ConfigError, match="task.align"):
@@ -179,12 +186,7 @@ def test_ot_alignment_matches_atoms_and_ignores_the_atom_order():
     order = np.arange(29)
     order[:5] = [3, 0, 4, 1, 2]  # molecule sizes are 5, 7, 6: shuffle the first 5 atoms of each
     shuffled = {k: (v[:, order] if k in ("positions", "one_hot", "charges") else v) for k, v in batch.items()}
-    key = jax.random.PRNGKey(5)
-    losses = {}
-    for align in ("ot", "rotation"):
-        task = TASKS.get("flow_matching")({"align": align}, data)
-        f = jax.jit(lambda p, b: task._loss_per_molecule(model, p, b, key))
-        losses[align] = (np.asarray(f(params, batch)), np.asarray(f(params, shuffled)))
+    losses = _losses_per_coupling(model, params, data, batch, shuffled, ("ot", "rotation"))
     np.testing.assert_allclose(*losses["ot"], rtol=2e-4)
     assert np.abs(losses["rotation"][0] - losses["rotation"][1]).max() > 1e-2 * np.abs(losses["rotation"][0]).max()
 
