@@ -112,15 +112,15 @@ def sample_molecules(task, model, params, *, n: int, batch: int, seed: int, opts
             mask = jnp.asarray(node_mask_from_counts(counts, task.stats.get("max_atoms", 29)))
             ctx = jnp.asarray(task.normalise(tgt)[:, None], jnp.float32)
             targets += tgt.tolist()
+        if i == 0:
+            # Compile ahead of time (a hit in the persistent compilation cache makes this short),
+            # so that the throughput counts sampling only.
+            t0 = time.perf_counter()
+            fn = fn.lower(params, kb, mask, ctx).compile()
+            t_compile = time.perf_counter() - t0
         t0 = time.perf_counter()
         x, ty = jax.block_until_ready(fn(params, kb, mask, ctx))
         dt = time.perf_counter() - t0
-        if i == 0:
-            # The first call compiles; time a second call on the same batch for throughput.
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(params, kb, mask, ctx))
-            t_compile = dt - (time.perf_counter() - t0)
-            dt = time.perf_counter() - t0
         t_run += dt
         mols += to_molecules(x, ty, mask)
     mols = mols[:n]

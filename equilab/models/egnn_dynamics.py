@@ -52,6 +52,14 @@ class EGNNDynamics(nn.Module):
         coords_range: r, bound of each coordinate update (tanh), 15 as EDM.
         normalization_factor: Z, the sum aggregation is divided by it (EDM: 1).
         context_dim: width of the context appended to the node features (0: none).
+        distance_rbf: K > 0 adds K Gaussian radial basis functions of the current distance
+            |x_i − x_j| (centres evenly on [0, rbf_max] Å, width = their spacing) to each
+            layer's edge input, beside d and d⁰ (0: EDM's squared distances only).
+        rbf_max: upper end of the RBF centres, Å.
+        weight_init: ``lecun`` (Flax's default: lecun-normal kernels, zero biases) or ``torch``
+            (PyTorch's ``nn.Linear`` default, which EDM trains with: kernels and biases uniform in
+            ±1/√fan_in, i.e. a kernel variance of 1/(3·fan_in)).  The coordinate head's last layer
+            keeps EDM's tiny Xavier init either way.
     """
 
     n_features: int = 6
@@ -60,6 +68,30 @@ class EGNNDynamics(nn.Module):
     coords_range: float = 15.0
     normalization_factor: float = 1.0
     context_dim: int = 0
+    distance_rbf: int = 0
+    rbf_max: float = 5.0
+    weight_init: str = "lecun"
+
+    def _dense(self, x, features: int, name: str, use_bias: bool = True, fan_in: int | None = None):
+        """nn.Dense with the chosen init; ``fan_in`` overrides x's width for the parts of a split
+        layer (φ_e's first layer sees [h_i, h_j, d, d⁰, rbf] as one input)."""
+        if self.weight_init == "lecun":
+            return nn.Dense(features, use_bias=use_bias, name=name)(x)
+        fan = int(fan_in or x.shape[-1])
+        bound = fan ** -0.5
+
+        def uniform(key, shape, dtype=jnp.float32):
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        return nn.Dense(features, use_bias=use_bias, kernel_init=uniform, bias_init=uniform, name=name)(x)
+
+    def _rbf(self, d: jnp.ndarray) -> jnp.ndarray:
+        """(..., 1) squared distances -> (..., K) Gaussian RBFs of the distance."""
+        k = int(self.distance_rbf)
+        mu = jnp.linspace(0.0, self.rbf_max, k, dtype=d.dtype)
+        width = self.rbf_max / max(k - 1, 1)
+        r = jnp.sqrt(d + 1e-8)
+        return jnp.exp(-(((r - mu) / width) ** 2))
 
     @nn.compact
     def __call__(self, inputs: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -82,38 +114,41 @@ class EGNNDynamics(nn.Module):
             return diff, (diff**2).sum(-1, keepdims=True)
 
         _, d0 = sqdist(x0)
-        h = nn.Dense(self.hidden, name="embed")(jnp.concatenate(parts, -1)) * nm
+        h = self._dense(jnp.concatenate(parts, -1), self.hidden, "embed") * nm
         x = x0
         act = nn.silu
+        fan_e = 2 * self.hidden + 2 + int(self.distance_rbf)
         for l in range(self.n_layers):
             diff, d = sqdist(x)
             # φ_e's first layer on [h_i, h_j, d, d⁰] split into per-node products that are then
             # broadcast over pairs: the same affine map, without a (B, N, N, 2H+2) matmul.
-            m = (nn.Dense(self.hidden, name=f"edge_{l}_i")(h)[:, :, None, :]
-                 + nn.Dense(self.hidden, use_bias=False, name=f"edge_{l}_j")(h)[:, None, :, :]
-                 + nn.Dense(self.hidden, use_bias=False, name=f"edge_{l}_d")(jnp.concatenate([d, d0], -1)))
+            m = (self._dense(h, self.hidden, f"edge_{l}_i", fan_in=fan_e)[:, :, None, :]
+                 + self._dense(h, self.hidden, f"edge_{l}_j", use_bias=False, fan_in=fan_e)[:, None, :, :]
+                 + self._dense(jnp.concatenate([d, d0], -1), self.hidden, f"edge_{l}_d", use_bias=False, fan_in=fan_e))
+            if self.distance_rbf:
+                m = m + self._dense(self._rbf(d), self.hidden, f"edge_{l}_rbf", use_bias=False, fan_in=fan_e)
             m = act(m)
-            m = act(nn.Dense(self.hidden, name=f"edge_{l}_1")(m))
-            m = m * nn.sigmoid(nn.Dense(1, name=f"att_{l}")(m)) * em
+            m = act(self._dense(m, self.hidden, f"edge_{l}_1"))
+            m = m * nn.sigmoid(self._dense(m, 1, f"att_{l}")) * em
             agg = m.sum(2) / self.normalization_factor
-            dh = nn.Dense(self.hidden, name=f"node_{l}_0")(jnp.concatenate([h, agg], -1))
-            h = (h + nn.Dense(self.hidden, name=f"node_{l}_1")(act(dh))) * nm
+            dh = self._dense(jnp.concatenate([h, agg], -1), self.hidden, f"node_{l}_0")
+            h = (h + self._dense(act(dh), self.hidden, f"node_{l}_1")) * nm
             # Coordinates: a bounded scalar weight per pair on the normalised difference vector
             # (the +1 keeps close pairs from blowing up, as in EDM's norm_constant).
-            w = act(nn.Dense(self.hidden, name=f"coord_{l}_0")(m))
+            w = act(self._dense(m, self.hidden, f"coord_{l}_0"))
             w = nn.Dense(1, use_bias=False, name=f"coord_{l}_1",
                          kernel_init=nn.initializers.variance_scaling(1e-6, "fan_avg", "uniform"))(w)  # EDM: xavier gain 1e-3
             w = jnp.tanh(w) * self.coords_range * em
             unit = diff / (jnp.sqrt(d + 1e-8) + 1.0)
             x = x + (unit * w).sum(2) / self.normalization_factor * nm
         v = remove_mean(x - x0, mask)
-        h_out = nn.Dense(self.n_features, name="out")(h) * nm
+        h_out = self._dense(h, self.n_features, "out") * nm
         return v, h_out
 
 
 @MODELS.register("egnn_dynamics")
 def build(cfg: dict, data) -> EGNNDynamics:
-    """cfg: hidden, n_layers, coords_range, normalization_factor, context_dim.
+    """cfg: hidden, n_layers, coords_range, normalization_factor, context_dim, distance_rbf, rbf_max, weight_init.
 
     ``context_dim: null`` (the default) takes the width of the data's context (``data.condition_on``
     gives 1, none gives 0); an explicit value must agree with the data when the data has one.
@@ -130,4 +165,15 @@ def build(cfg: dict, data) -> EGNNDynamics:
     elif data_ctx is not None and int(ctx) != int(data_ctx):
         raise ConfigError(f"model.context_dim={ctx} but the data provides a context of width {data_ctx} "
                           f"(data.condition_on={stats.get('condition_on')!r}); leave model.context_dim null")
+    try:
+        k = int(cfg.get("distance_rbf", 0) or 0)
+        rmax = float(cfg.get("rbf_max", 5.0))
+    except (TypeError, ValueError):
+        k, rmax = -1, 0.0
+    if k < 0 or k == 1 or rmax <= 0:
+        raise ConfigError(f"model.distance_rbf={cfg.get('distance_rbf')!r} / model.rbf_max={cfg.get('rbf_max')!r}: "
+                          "the number of RBFs must be 0 (off) or >= 2, and rbf_max a positive distance in Å")
+    cfg.update(distance_rbf=k, rbf_max=rmax)
+    if cfg.get("weight_init", "lecun") not in ("lecun", "torch"):
+        raise ConfigError(f"model.weight_init={cfg.get('weight_init')!r}; choose lecun (Flax default) or torch (EDM's)")
     return EGNNDynamics(n_features=n_types + 1, context_dim=int(ctx), **cfg)

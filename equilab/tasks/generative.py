@@ -31,7 +31,13 @@ class _Generative:
     def __init__(self, stats: dict, condition_on: Optional[str] = None,
                  feature_scales: Sequence[float] = FEATURE_SCALES):
         self.stats = dict(stats or {})
-        self.scales = tuple(float(s) for s in feature_scales)
+        try:
+            self.scales = tuple(float(s) for s in feature_scales)
+        except (TypeError, ValueError):
+            self.scales = ()
+        if len(self.scales) != 3 or min(self.scales) <= 0:
+            raise ConfigError("task.feature_scales must be three positive numbers [positions, one-hot, charges], "
+                              f"got {feature_scales!r}")
         data_cond = self.stats.get("condition_on")
         if condition_on is not None and data_cond is not None and condition_on != data_cond:
             raise ConfigError(f"task.condition_on={condition_on!r} but data.condition_on={data_cond!r}; "

@@ -11,9 +11,10 @@ from equilab.testing import assert_point_cloud_equivariant
 N, F = 7, 6
 
 
-@pytest.fixture
-def setup(x64):
-    model = EGNNDynamics(n_features=F, hidden=16, n_layers=2, context_dim=1)
+@pytest.fixture(params=[(0, "lecun"), (8, "torch")], ids=["edm_edges_flax_init", "rbf_edges_torch_init"])
+def setup(x64, request):
+    rbf, init = request.param
+    model = EGNNDynamics(n_features=F, hidden=16, n_layers=2, context_dim=1, distance_rbf=rbf, weight_init=init)
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     x = jax.random.normal(k[0], (N, 3), jnp.float64) * 1.5
     h = jax.random.normal(k[1], (N, F), jnp.float64)
@@ -91,3 +92,54 @@ def test_padding_is_inert_and_velocity_centred(x64):
     # Molecules in a batch do not see each other.
     v1, _ = apply(params, {k_: a[:1] for k_, a in inp.items()})
     np.testing.assert_allclose(v1[0], v[0], atol=1e-12)
+
+
+def test_distance_rbf_is_used_and_validated():
+    from equilab.errors import ConfigError
+    from equilab.models.egnn_dynamics import build
+
+    class _D:
+        stats = {}
+
+    model = build({"hidden": 8, "n_layers": 1, "distance_rbf": 4, "rbf_max": 3.0}, _D())
+    assert (model.distance_rbf, model.rbf_max) == (4, 3.0)
+    inp = {"positions": jnp.ones((1, 3, 3)) * jnp.arange(3.0)[None, :, None], "features": jnp.ones((1, 3, F)),
+           "t": jnp.array([0.5]), "node_mask": jnp.ones((1, 3), bool)}
+    params = model.init(jax.random.PRNGKey(0), inp)
+    assert params["params"]["edge_0_rbf"]["kernel"].shape == (4, 8)
+    rbf = model._rbf(jnp.array([[0.0], [1.0], [9.0]]))
+    np.testing.assert_allclose(rbf[:, 0], np.exp(-np.array([0.0, 1.0, 3.0]) ** 2), rtol=1e-5)  # centre 0, width 1
+    for bad in ({"distance_rbf": 1}, {"distance_rbf": -2}, {"distance_rbf": 8, "rbf_max": 0.0}, {"distance_rbf": "x"}):
+        with pytest.raises(ConfigError, match="model.distance_rbf"):
+            build({"hidden": 8, "n_layers": 1, **bad}, _D())
+
+
+def test_torch_weight_init_follows_pytorch_linear():
+    """weight_init=torch: every kernel and bias uniform in ±1/√fan_in (PyTorch's nn.Linear, as EDM
+    trains), with the full fan-in 2H+2 for the split first edge layer; the coordinate head's last
+    layer keeps its tiny init.  Flax's default init gives far larger outputs on the same input."""
+    from equilab.errors import ConfigError
+    from equilab.models.egnn_dynamics import build
+
+    H = 32
+    inp = {"positions": jax.random.normal(jax.random.PRNGKey(3), (2, 20, 3)) * 3.0,
+           "features": jax.random.normal(jax.random.PRNGKey(4), (2, 20, F)), "t": jnp.array([0.2, 0.9]),
+           "node_mask": jnp.ones((2, 20), bool)}
+    out = {}
+    for init in ("lecun", "torch"):
+        model = EGNNDynamics(n_features=F, hidden=H, n_layers=4, weight_init=init)
+        params = model.init(jax.random.PRNGKey(0), inp)["params"]
+        if init == "torch":
+            fans = {"embed": F + 1, "edge_0_i": 2 * H + 2, "edge_0_j": 2 * H + 2, "edge_0_d": 2 * H + 2,
+                    "edge_0_1": H, "att_0": H, "node_0_0": 2 * H, "node_0_1": H, "coord_0_0": H, "out": H}
+            for name, fan in fans.items():
+                for leaf in params[name].values():
+                    a = np.abs(np.asarray(leaf))
+                    assert a.max() <= fan ** -0.5 + 1e-7 and a.max() > 0.5 * fan ** -0.5, name
+            assert np.abs(np.asarray(params["coord_0_1"]["kernel"])).max() < 1e-3
+        v, ho = model.apply({"params": params}, inp)
+        out[init] = float(jnp.abs(ho).max())
+    # 20 atoms, 4 layers: the sums over neighbours compound through Flax's larger init (~1e3 here)
+    assert out["torch"] < 20.0 and out["lecun"] > 100.0, out
+    with pytest.raises(ConfigError, match="model.weight_init"):
+        build({"hidden": 8, "n_layers": 1, "weight_init": "xavier"}, type("D", (), {"stats": {}})())

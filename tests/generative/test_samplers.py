@@ -98,7 +98,7 @@ def test_sample_cli_pieces(tmp_path):
     params = jax.jit(model.init)(jax.random.PRNGKey(0), _batch())
     mols, timing = sample_molecules(task, model, params, n=5, batch=3, seed=0, opts={})
     assert len(mols) == 5 and all(len(z) in (5, 6, 7) and x.shape == (len(z), 3) for x, z in mols)
-    assert timing["molecules_per_s"] > 0 and timing["sampling_s"] > 0
+    assert timing["molecules_per_s"] > 0 and timing["sampling_s"] > 0 and timing["compile_s"] > 0
     M.write_xyz(str(tmp_path / "m.xyz"), mols)
     assert len(M.read_molecules(str(tmp_path / "m.xyz"))) == 5
     n_drawn = draw_grid([(np.zeros((1, 3)), np.array([6]))] + mols, str(tmp_path / "grid.png"))
@@ -282,3 +282,14 @@ def test_training_time_distributions():
         TASKS.get("flow_matching")({"t_dist": "beta", "t_beta": [2.0, -1.0]}, data)
     with pytest.raises(ConfigError, match="task.t_beta"):
         TASKS.get("flow_matching")({"t_dist": "beta", "t_beta": "2"}, data)
+
+
+@pytest.mark.parametrize("name", ["flow_matching", "edm"])
+def test_feature_scales_name_the_field(name):
+    from equilab.errors import ConfigError
+
+    data = _Data()
+    for bad in ([1.0, 0.25], [1.0, 0.0, 0.1], "0.25", [1.0, "a", 0.1]):
+        with pytest.raises(ConfigError, match="task.feature_scales"):
+            TASKS.get(name)({"feature_scales": bad}, data)
+    assert TASKS.get(name)({"feature_scales": [1.0, 1.0, 0.1]}, data).scales == (1.0, 1.0, 0.1)
