@@ -26,13 +26,17 @@ class TorchDense(nn.Module):
     features: int
     use_bias: bool = True
     kernel_init: Callable | None = None
+    fan_in: int | None = None  # the fan-in of the whole layer when x is one part of a split input
 
     @nn.compact
     def __call__(self, x):
-        fan_in = x.shape[-1]
-        bound = 1.0 / np.sqrt(fan_in)
-        kinit = self.kernel_init or nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-        w = self.param("kernel", kinit, (fan_in, self.features), x.dtype)
+        if self.fan_in is None:
+            bound = 1.0 / np.sqrt(x.shape[-1])
+            kinit = self.kernel_init or nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+        else:
+            bound = self.fan_in ** -0.5
+            kinit = self.kernel_init or (lambda k, s, d: jax.random.uniform(k, s, d, -bound, bound))
+        w = self.param("kernel", kinit, (x.shape[-1], self.features), x.dtype)
         y = x @ w
         if self.use_bias:
             b = self.param("bias", lambda k, s, d: jax.random.uniform(k, s, d, -bound, bound), (self.features,), x.dtype)

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from equilab.models.egnn import TorchDense
 from equilab.registry import MODELS
 
 FEATURE_SCALES = (1.0, 0.25, 0.1)  # EDM: positions / 1, one-hot / 4, charges / 10
@@ -77,13 +78,7 @@ class EGNNDynamics(nn.Module):
         layer (φ_e's first layer sees [h_i, h_j, d, d⁰, rbf] as one input)."""
         if self.weight_init == "lecun":
             return nn.Dense(features, use_bias=use_bias, name=name)(x)
-        fan = int(fan_in or x.shape[-1])
-        bound = fan ** -0.5
-
-        def uniform(key, shape, dtype=jnp.float32):
-            return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-        return nn.Dense(features, use_bias=use_bias, kernel_init=uniform, bias_init=uniform, name=name)(x)
+        return TorchDense(features, use_bias=use_bias, fan_in=int(fan_in or x.shape[-1]), name=name)(x)
 
     def _rbf(self, d: jnp.ndarray) -> jnp.ndarray:
         """(..., 1) squared distances -> (..., K) Gaussian RBFs of the distance."""
