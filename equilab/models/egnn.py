@@ -30,6 +30,8 @@ class TorchDense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        # Both branches draw U(±1/√fan_in); each keeps the exact initial weights of the runs
+        # already recorded with it (N-body/property EGNNs above, EGNN dynamics below).
         if self.fan_in is None:
             bound = 1.0 / np.sqrt(x.shape[-1])
             kinit = self.kernel_init or nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
