@@ -116,6 +116,10 @@ class Trainer:
         if self.time_limit_s is not None and self.time_limit_s < 0:
             raise ConfigError(f"trainer.time_limit_s={self.time_limit_s} must be >= 0")
         self.monitor = t.get("monitor", "valid/loss")
+        self.init_from = t.get("init_from")
+        self.init_from_checkpoint = t.get("init_from_checkpoint") or "latest"
+        if self.init_from_checkpoint not in ("latest", "best"):
+            raise ConfigError(f"trainer.init_from_checkpoint={self.init_from_checkpoint!r}; choose latest or best")
         self.seed = _int(cfg, "seed", 0, group="<top level>")
         o = cfg["optim"]
         self.ema_decay = float(o["ema"]) if o.get("ema") not in (None, False, 0) else None
@@ -171,6 +175,8 @@ class Trainer:
             if self.plateau and "plateau" in meta:
                 self.plateau.load_state_dict(meta["plateau"])
             log.info("resuming from checkpoint at step %d", start)
+        elif self.init_from:
+            state = self._init_from(state)
         state = self.sharder.replicate(state)
         if self.plateau:
             state = self._set_lr_scale(state, self.plateau.scale)
@@ -256,6 +262,36 @@ class Trainer:
     def _next_boundary(self, step: int) -> int:
         nxt = lambda every: (step // every + 1) * every  # noqa: E731
         return min(nxt(self.log_every), nxt(self.eval_every), nxt(self.ckpt_every), self.max_steps)
+
+    def _init_from(self, fresh):
+        """A new run that starts from another run's parameters (and EMA) with a fresh optimizer,
+        step 0 and this run's schedule (``trainer.init_from=<run_dir>``: fine-tuning, or a warm
+        restart of a finished cosine schedule). Read-only on the source run."""
+        import orbax.checkpoint as ocp
+
+        key = f"trainer.init_from={self.init_from}"
+        d = Path(self.init_from).resolve() / "checkpoints" / self.init_from_checkpoint
+        steps = sorted((int(p.name) for p in d.iterdir() if p.name.isdigit()), reverse=True) if d.is_dir() else []
+        if not steps:
+            raise ConfigError(f"{key}: no {self.init_from_checkpoint} checkpoint under {d}")
+        abstract = jax.eval_shape(lambda: fresh)
+        mngr = ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                     item_names=("state", "meta"))
+        try:
+            r = mngr.restore(steps[0], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                               meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 — a structure or shape mismatch deep inside orbax
+            raise ConfigError(f"{key}: its {self.init_from_checkpoint} checkpoint (step {steps[0]}) does not fit this "
+                              f"run's model and optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+        finally:
+            mngr.close()
+        src = r.state
+        log.info("initialising from %s/%d (parameters%s; fresh optimizer and step 0)",
+                 d, steps[0], " and EMA" if self.ema_decay is not None else "")
+        state = create_state(src.params, self.tx, self.ema_decay is not None)
+        if self.ema_decay is not None and src.ema_params:
+            state = state.replace(ema_params=src.ema_params)
+        return state
 
     def _set_lr_scale(self, state, scale):
         hp = dict(state.opt_state.hyperparams)

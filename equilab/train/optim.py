@@ -32,8 +32,33 @@ def learning_rate_schedule(cfg: dict, total_steps: int):
     else:
         raise ConfigError(f"optim.schedule.name={name!r} unknown; choose constant, cosine or plateau")
     if warmup:
-        return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), base], [warmup])
-    return base
+        base = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), base], [warmup])
+    return _with_final_anneal(base, sched, total_steps)
+
+
+def _with_final_anneal(base, sched: dict, total_steps: int):
+    """``schedule.anneal_fraction`` f (with ``anneal_to`` s, default 0.01): over the last f of the
+    planned steps the learning rate is multiplied by a cosine going from 1 to s.  It is the
+    budget-bound stand-in for the learning-rate decay a long plateau schedule reaches on its own
+    (a time-limited CPU run at a constant rate never triggers it).  The anneal starts at step
+    ``round((1 - f) * total_steps)``, so raising ``trainer.max_epochs`` on resume moves it."""
+    f = sched.get("anneal_fraction")
+    if f in (None, 0, 0.0):
+        return base
+    try:
+        f, to = float(f), float(sched.get("anneal_to", 0.01))
+    except (TypeError, ValueError):
+        raise ConfigError(f"optim.schedule.anneal_fraction={sched.get('anneal_fraction')!r} and "
+                          f"optim.schedule.anneal_to={sched.get('anneal_to')!r} must be numbers") from None
+    if not 0.0 < f <= 1.0:
+        raise ConfigError(f"optim.schedule.anneal_fraction={f} must be in (0, 1]")
+    if not 0.0 <= to <= 1.0:
+        raise ConfigError(f"optim.schedule.anneal_to={to} must be in [0, 1]")
+    start = int(round((1.0 - f) * total_steps))
+    length = max(total_steps - start, 1)
+    factor = optax.join_schedules([optax.constant_schedule(1.0), optax.cosine_decay_schedule(1.0, length, alpha=to)],
+                                  [start])
+    return lambda step: base(step) * factor(step)
 
 
 def build_optimizer(cfg: dict, total_steps: int) -> optax.GradientTransformation:

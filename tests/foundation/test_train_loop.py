@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from equilab.errors import ConfigError
 from equilab.train.checkpoint import Checkpoints
 from equilab.train.logging import TIMING_KEYS, read_metrics
 from equilab.train.loop import Trainer, TrainingDiverged
@@ -219,3 +220,52 @@ def test_time_limit_stops_at_a_checkpoint_and_resumes_exactly(tiny_cfg, tmp_path
     assert sa == sb == tiny_cfg["trainer"]["max_steps"]
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_init_from_starts_a_new_run_from_another_runs_parameters(tiny_cfg, tmp_path):
+    cfg_a = json.loads(json.dumps(tiny_cfg))
+    cfg_a["trainer"]["max_steps"] = 12
+    Trainer(cfg_a, tmp_path / "a").fit(progress=False)
+    src, step_a = _params(tmp_path / "a", cfg_a)
+    assert step_a == 12
+    cfg_b = json.loads(json.dumps(tiny_cfg))
+    cfg_b["trainer"]["init_from"] = str(tmp_path / "a")
+    cfg_b["optim"]["lr"] = 3e-4
+    tr = Trainer(cfg_b, tmp_path / "b")
+    st = tr._init_from(tr.init_state())
+    assert int(st.step) == 0
+    for x, y in zip(jax.tree_util.tree_leaves((src.params, src.ema_params)),
+                    jax.tree_util.tree_leaves((st.params, st.ema_params))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the optimizer starts fresh (Adam's moments are zero), unlike the source's
+    fresh_mu = [np.abs(np.asarray(m)).max() for m in jax.tree_util.tree_leaves(st.opt_state)
+                if np.ndim(m) > 0]
+    assert max(fresh_mu) == 0.0
+    # a full fit from there starts at the source's loss level, not at a fresh init's
+    tr.fit(progress=False)
+    b, step_b = _params(tmp_path / "b", cfg_b)
+    assert step_b == 24
+    first = [r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "train/loss" in r][0]
+    first_a = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if "train/loss" in r]
+    assert first["train/loss"] < first_a[0]["train/loss"]
+    # the source run is untouched
+    again, _ = _params(tmp_path / "a", cfg_a)
+    for x, y in zip(jax.tree_util.tree_leaves(src), jax.tree_util.tree_leaves(again)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_init_from_errors_name_the_override(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg | {"trainer": {**tiny_cfg["trainer"], "max_steps": 6}}, tmp_path / "a").fit(progress=False)
+    missing = json.loads(json.dumps(tiny_cfg))
+    missing["trainer"]["init_from"] = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="trainer.init_from=.*nowhere.*no latest checkpoint"):
+        Trainer(missing, tmp_path / "b").fit(progress=False)
+    other = json.loads(json.dumps(tiny_cfg))
+    other["trainer"]["init_from"] = str(tmp_path / "a")
+    other["model"]["hidden"] = 8  # a different model: the checkpoint does not fit
+    with pytest.raises(ConfigError, match="trainer.init_from=.*does not fit this run's model"):
+        Trainer(other, tmp_path / "c").fit(progress=False)
+    bad = json.loads(json.dumps(tiny_cfg))
+    bad["trainer"]["init_from_checkpoint"] = "first"
+    with pytest.raises(ConfigError, match="trainer.init_from_checkpoint='first'"):
+        Trainer(bad, tmp_path / "d")
