@@ -55,7 +55,11 @@ def budget(run: Path, cfg: dict, hardware: str) -> str:
 
 
 def schedule_of(cfg: dict) -> str:
-    return str((cfg.get("optim", {}).get("schedule") or {}).get("name", "constant"))
+    sched = cfg.get("optim", {}).get("schedule") or {}
+    name = str(sched.get("name", "constant"))
+    if sched.get("anneal_fraction"):
+        name += f" + cosine tail over the last {float(sched['anneal_fraction']):.3g} to x{float(sched.get('anneal_to', 0.01)):g}"
+    return name
 
 
 def run_key(cfg: dict) -> str:
