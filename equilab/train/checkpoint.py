@@ -58,10 +58,32 @@ class Checkpoints:
         self.best.close()
 
 
+def saved_steps(run_dir: str | Path, which: str) -> Tuple[Path, list]:
+    """``(directory, steps newest first)`` of a run's ``which`` checkpoints (none: empty list)."""
+    d = Path(run_dir) / "checkpoints" / which
+    return d, sorted((int(p.name) for p in d.iterdir() if p.name.isdigit()), reverse=True) if d.is_dir() else []
+
+
+def restore_state_readonly(run_dir: str | Path, which: str, abstract_state) -> Tuple[Any, int]:
+    """The train state of the newest ``which`` step of another run, opened read-only (nothing is
+    created, quarantined or written there). Raises FileNotFoundError when there is none; orbax's
+    own error when the saved tree does not fit ``abstract_state``."""
+    d, steps = saved_steps(Path(run_dir).resolve(), which)
+    if not steps:
+        raise FileNotFoundError(f"no {which} checkpoint under {d}")
+    mngr = ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                 item_names=("state", "meta"))
+    try:
+        r = mngr.restore(steps[0], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                           meta=ocp.args.JsonRestore()))
+    finally:
+        mngr.close()
+    return r.state, steps[0]
+
+
 def read_meta(run_dir: str | Path, which: str = "best") -> Tuple[dict, int]:
     """The JSON metadata (config, version, loop state) of the newest step of ``which``."""
-    d = Path(run_dir) / "checkpoints" / which
-    steps = sorted((int(p.name) for p in d.iterdir() if p.name.isdigit()), reverse=True) if d.exists() else []
+    d, steps = saved_steps(run_dir, which)
     for s in steps:
         f = d / str(s) / "meta" / "metadata"
         if f.exists():

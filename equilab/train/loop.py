@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import equilab
 from equilab.errors import ConfigError, EquilabError
-from equilab.train.checkpoint import Checkpoints
+from equilab.train.checkpoint import Checkpoints, restore_state_readonly
 from equilab.train.factories import build_data, build_model, build_task, check_names
 from equilab.train.logging import MetricsLogger, plot_curves
 from equilab.train.optim import Plateau, build_optimizer
@@ -267,27 +267,16 @@ class Trainer:
         """A new run that starts from another run's parameters (and EMA) with a fresh optimizer,
         step 0 and this run's schedule (``trainer.init_from=<run_dir>``: fine-tuning, or a warm
         restart of a finished cosine schedule). Read-only on the source run."""
-        import orbax.checkpoint as ocp
-
         key = f"trainer.init_from={self.init_from}"
-        d = Path(self.init_from).resolve() / "checkpoints" / self.init_from_checkpoint
-        steps = sorted((int(p.name) for p in d.iterdir() if p.name.isdigit()), reverse=True) if d.is_dir() else []
-        if not steps:
-            raise ConfigError(f"{key}: no {self.init_from_checkpoint} checkpoint under {d}")
-        abstract = jax.eval_shape(lambda: fresh)
-        mngr = ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-                                     item_names=("state", "meta"))
         try:
-            r = mngr.restore(steps[0], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                               meta=ocp.args.JsonRestore()))
+            src, step = restore_state_readonly(self.init_from, self.init_from_checkpoint, jax.eval_shape(lambda: fresh))
+        except FileNotFoundError as e:
+            raise ConfigError(f"{key}: {e}") from None
         except Exception as e:  # noqa: BLE001 — a structure or shape mismatch deep inside orbax
-            raise ConfigError(f"{key}: its {self.init_from_checkpoint} checkpoint (step {steps[0]}) does not fit this "
-                              f"run's model and optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
-        finally:
-            mngr.close()
-        src = r.state
-        log.info("initialising from %s/%d (parameters%s; fresh optimizer and step 0)",
-                 d, steps[0], " and EMA" if self.ema_decay is not None else "")
+            raise ConfigError(f"{key}: its {self.init_from_checkpoint} checkpoint does not fit this run's model and "
+                              f"optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+        log.info("initialising from %s (%s step %d: parameters%s; fresh optimizer and step 0)", self.init_from,
+                 self.init_from_checkpoint, step, " and EMA" if self.ema_decay is not None else "")
         state = create_state(src.params, self.tx, self.ema_decay is not None)
         if self.ema_decay is not None and src.ema_params:
             state = state.replace(ema_params=src.ema_params)
