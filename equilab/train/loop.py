@@ -176,7 +176,11 @@ class Trainer:
                 self.plateau.load_state_dict(meta["plateau"])
             log.info("resuming from checkpoint at step %d", start)
         elif self.init_from:
-            state = self._init_from(state)
+            try:
+                state = self._init_from(state)
+            except ConfigError:
+                ckpt.close()  # this run's async checkpoint manager, before the error leaves fit
+                raise
         state = self.sharder.replicate(state)
         if self.plateau:
             state = self._set_lr_scale(state, self.plateau.scale)
@@ -277,10 +281,8 @@ class Trainer:
                               f"optimizer ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
         log.info("initialising from %s (%s step %d: parameters%s; fresh optimizer and step 0)", self.init_from,
                  self.init_from_checkpoint, step, " and EMA" if self.ema_decay is not None else "")
-        state = create_state(src.params, self.tx, self.ema_decay is not None)
-        if self.ema_decay is not None and src.ema_params:
-            state = state.replace(ema_params=src.ema_params)
-        return state
+        # the restored tree has this run's structure, so its EMA is {} exactly when this run keeps none
+        return create_state(src.params, self.tx, False).replace(ema_params=src.ema_params)
 
     def _set_lr_scale(self, state, scale):
         hp = dict(state.opt_state.hyperparams)
