@@ -176,6 +176,7 @@ def main(argv=None) -> int:
             data_dir = kv.get("data_dir") or cfg.get("paths", {}).get("data_dir") or os.environ.get("EQUILAB_DATA_DIR", "data")
             ref = M.train_smiles(data_dir)
         metrics = M.evaluate(mols, ref)
+        metrics["breakdown"] = M.breakdown(mols)
         metrics.update({"task": cfg["task"]["name"], "steps": steps, "solver": opts.get("solver", getattr(task, "solver", None)),
                         "seed": seed, "batch": batch, "checkpoint_step": stats.get("checkpoint_step"),
                         "weights": stats.get("weights"), **timing})

@@ -192,6 +192,67 @@ def evaluate(
     return out
 
 
+def _n_fragments(orders: np.ndarray) -> int:
+    """Connected components of the bond graph (order > 0)."""
+    n = len(orders)
+    seen = np.zeros(n, bool)
+    k = 0
+    for s in range(n):
+        if seen[s]:
+            continue
+        k += 1
+        stack = [s]
+        seen[s] = True
+        while stack:
+            i = stack.pop()
+            for j in np.nonzero(orders[i])[0]:
+                if not seen[j]:
+                    seen[j] = True
+                    stack.append(int(j))
+    return k
+
+
+BREAKDOWN_PAIRS = (("C", "C"), ("C", "H"), ("C", "N"), ("C", "O"), ("H", "N"), ("H", "O"))
+
+
+def breakdown(molecules: Sequence[Molecule]) -> dict:
+    """Where the EDM stability rule fails, for diagnosing a generator (no RDKit needed).
+
+    ``elements``: for each element, its share of all atoms and the fractions of its atoms that are
+    stable, short of their valence (``under``: a bond too few, or a bond order too low) or over
+    it (``over``).  ``bond_lengths_A``: for common pairs, the 10th / 50th / 90th percentile of the
+    lengths of the pairs the rule bonds (any order), in Å, and their count.  ``connected``: the
+    fraction of molecules whose bond graph is one piece.
+    """
+    if len(molecules) == 0:
+        raise DataError("no molecules to evaluate")
+    counts = {s: np.zeros(4, np.int64) for s in SYMBOLS}  # atoms, stable, under, over
+    lengths = {p: [] for p in BREAKDOWN_PAIRS}
+    connected = 0
+    for i, (x, z) in enumerate(molecules):
+        z = _check_types(z, f"molecule {i}")
+        x = np.asarray(x, np.float64)
+        orders = bond_orders(x, z)
+        diff = orders.sum(1) - _valences()[z]
+        for a, dlt in zip(z, diff):
+            c = counts[SYMBOL_OF[int(a)]]
+            c += (1, dlt == 0, dlt < 0, dlt > 0)
+        connected += _n_fragments(orders) == 1
+        ii, jj = np.nonzero(np.triu(orders))
+        for a, b in zip(ii, jj):
+            key = tuple(sorted((SYMBOL_OF[int(z[a])], SYMBOL_OF[int(z[b])])))
+            if key in lengths:
+                lengths[key].append(float(np.linalg.norm(x[a] - x[b])))
+    total = sum(int(c[0]) for c in counts.values())
+    elements = {s: {"fraction": int(c[0]) / total,
+                    **({k: int(v) / int(c[0]) for k, v in zip(("stable", "under", "over"), c[1:])} if c[0] else {})}
+                for s, c in counts.items()}
+    bonds = {f"{a}-{b}": ({"n": len(v), **dict(zip(("p10", "p50", "p90"), np.percentile(v, [10, 50, 90]).round(4).tolist()))}
+                          if v else {"n": 0})
+             for (a, b), v in lengths.items()}
+    return {"elements": elements, "bond_lengths_A": bonds, "connected": connected / len(molecules)}
+
+
 # ----------------------------------------------------------------------------- file formats
 
 
@@ -320,11 +381,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("EQUILAB_DATA_DIR", "data"),
                    help="data root holding (or receiving) the QM9 cache, for novelty")
     p.add_argument("--no-novelty", action="store_true", help="skip novelty (no QM9 training SMILES needed)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="add 'breakdown': per-element stable / under / over-bonded fractions, bond-length "
+                        "percentiles and the connected fraction")
     args = p.parse_args(argv)
     try:
         mols = read_molecules(args.path)
         ref = None if args.no_novelty else train_smiles(args.data_dir)
         result = evaluate(mols, ref)
+        if args.breakdown:
+            result["breakdown"] = breakdown(mols)
     except EquilabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

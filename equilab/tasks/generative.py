@@ -145,7 +145,8 @@ class FlowMatchingTask(_Generative):
     """Equivariant flow matching; sampler ``solver`` with ``steps`` fixed steps."""
 
     def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none",
-                 param: str = "velocity", t_dist: str = "uniform", t_beta=(2.0, 1.0), **kw):
+                 param: str = "velocity", t_dist: str = "uniform", t_beta=(2.0, 1.0), bond_weight: float = 0.0,
+                 bond_cutoff: float = 2.0, **kw):
         super().__init__(stats, **kw)
         if solver not in flow.SOLVERS:
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -163,11 +164,17 @@ class FlowMatchingTask(_Generative):
             field = "task.t_dist" if t_dist not in flow.T_DISTS else "task.t_beta"
             raise ConfigError(f"{field}: {e}") from None
         self.t_dist = t_dist
+        try:
+            w, c = flow.check_bond(bond_weight, bond_cutoff, param)
+        except ValueError as e:
+            raise ConfigError(f"task.bond_weight / task.bond_cutoff: {e}") from None
+        # the cutoff is in Å; the task's positions are scaled by feature_scales[0]
+        self.bond_weight, self.bond_cutoff = w, c * self.scales[0]
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
         return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps, self.align,
-                                      self.param, self.t_dist, self.t_beta)
+                                      self.param, self.t_dist, self.t_beta, self.bond_weight, self.bond_cutoff)
 
     def _sample(self, dyn, key, node_mask, steps: Optional[int] = None, solver: Optional[str] = None):
         return flow.sample(dyn, key, node_mask, self.n_features, steps=int(steps or self.steps),

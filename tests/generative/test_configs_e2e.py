@@ -55,6 +55,7 @@ def test_train_sample_evaluate(qm9_dir, tmp_path):
     assert sample_main([f"run={run}", "n=5", "batch=4", "steps=2", "solver=euler", f"out={out}", "novelty=false"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["n"] == 5 and m["steps"] == 2 and m["molecules_per_s"] > 0
+    assert set(m["breakdown"]) == {"elements", "bond_lengths_A", "connected"}
     assert (out / "molecules.xyz").exists() and (out / "molecules.sdf").exists()
     assert eval_main([str(out), "--no-novelty"]) == 0
 

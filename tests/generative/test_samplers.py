@@ -293,3 +293,60 @@ def test_feature_scales_name_the_field(name):
         with pytest.raises(ConfigError, match="task.feature_scales"):
             TASKS.get(name)({"feature_scales": bad}, data)
     assert TASKS.get(name)({"feature_scales": [1.0, 1.0, 0.1]}, data).scales == (1.0, 1.0, 0.1)
+
+
+def test_bond_term_is_the_bond_length_error_near_the_data(x64):
+    """The bond term: e_ij equals d(d̂_ij)/ds for x̂₁ = x₁ + s·δv (the first-order bond-length error of the
+    predicted endpoint), it counts only pairs inside the cutoff and real atoms, it is invariant under
+    rotations and translations of the data, the exact field still has zero loss, and the config
+    names the field at fault."""
+    from equilab.errors import ConfigError
+    from equilab.generative import flow
+
+    rng = np.random.default_rng(0)
+    mask = jnp.arange(6)[None] < jnp.array([[6], [4]])
+    m = mask[..., None].astype(jnp.float64)
+    x1 = jnp.asarray(rng.normal(size=(2, 6, 3)) * 1.2) * m
+    dv = jnp.asarray(rng.normal(size=(2, 6, 3))) * m
+    cutoff = 2.0
+    got = flow.bond_error(dv, x1, mask, cutoff)
+    # reference: finite difference of the bond lengths along δv, by explicit loops
+    s = 1e-6
+    for b in range(2):
+        ref = 0.0
+        for i in range(int(mask[b].sum())):
+            for j in range(i + 1, int(mask[b].sum())):
+                d = float(jnp.linalg.norm(x1[b, i] - x1[b, j]))
+                if d < cutoff:
+                    dp = float(jnp.linalg.norm(x1[b, i] - x1[b, j] + s * (dv[b, i] - dv[b, j])))
+                    ref += ((dp - d) / s) ** 2
+        np.testing.assert_allclose(float(got[b]), ref, rtol=1e-4)
+    assert float(got[0]) > 0
+    # padded atoms do not count, however far off their error is
+    dv_pad = dv + 100.0 * (1 - m)
+    np.testing.assert_allclose(flow.bond_error(dv_pad * m, x1, mask, cutoff), got, rtol=1e-12)
+    # invariant under a rotation of data and error together, and under translating the data
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.linalg.det(q))
+    np.testing.assert_allclose(flow.bond_error(dv @ q, (x1 + 3.0) @ q, mask, cutoff), got, rtol=1e-9)
+    # the exact field of a point mass still has zero loss with the term on
+    x1c = x1 - (x1 * m).sum(1, keepdims=True) / m.sum(1, keepdims=True) * m
+    h1 = jnp.zeros((2, 6, 6))
+
+    def oracle(xt, ht, t):
+        return (x1c - xt) / (1 - t[:, None, None]) * m, (h1 - ht) / (1 - t[:, None, None]) * m
+
+    loss = flow.loss_per_molecule(oracle, x1c, h1, mask, jax.random.PRNGKey(1), t_eps=1e-3, bond_weight=5.0)
+    np.testing.assert_allclose(loss, 0.0, atol=1e-9)
+    wrong = lambda xt, ht, t: (jnp.zeros_like(xt), jnp.zeros_like(ht))  # noqa: E731
+    l0 = flow.loss_per_molecule(wrong, x1c, h1, mask, jax.random.PRNGKey(1))
+    l1 = flow.loss_per_molecule(wrong, x1c, h1, mask, jax.random.PRNGKey(1), bond_weight=5.0)
+    assert float((l1 - l0).min()) > 0
+
+    data = _Data()
+    for cfg in ({"bond_weight": -1.0}, {"bond_weight": 1.0, "bond_cutoff": 0.0}, {"bond_weight": "x"},
+                {"bond_weight": 1.0, "param": "endpoint", "solver": "euler"}):
+        with pytest.raises(ConfigError, match="task.bond_weight"):
+            TASKS.get("flow_matching")(cfg, data)
+    task = TASKS.get("flow_matching")({"bond_weight": 2.0, "bond_cutoff": 1.5, "feature_scales": [2.0, 0.25, 0.1]}, data)
+    assert (task.bond_weight, task.bond_cutoff) == (2.0, 3.0)

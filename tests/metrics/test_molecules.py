@@ -84,6 +84,24 @@ def test_evaluate_fractions():
     assert M.evaluate(mols)["novelty"] is None
 
 
+def test_breakdown_says_which_atoms_fail_and_how():
+    r = M.breakdown([METHANE, ETHANOL, _stretched_ethanol(), _ch5()])
+    el = r["elements"]
+    # atoms: C 1+2+2+1 = 6, H 4+6+6+5 = 21, O 2; stretched ethanol: one C and the O are short of a
+    # bond; CH5: the C is over, and the fifth H (1.0 Å from C) is stable
+    assert el["C"]["fraction"] == pytest.approx(6 / 29) and el["O"]["fraction"] == pytest.approx(2 / 29)
+    assert (el["C"]["stable"], el["C"]["under"], el["C"]["over"]) == pytest.approx((4 / 6, 1 / 6, 1 / 6))
+    assert (el["O"]["stable"], el["O"]["under"], el["O"]["over"]) == pytest.approx((0.5, 0.5, 0.0))
+    assert el["H"]["stable"] == 1.0 and el["N"] == {"fraction": 0.0}
+    assert r["connected"] == 0.75  # the stretched ethanol falls apart into two pieces
+    cc = r["bond_lengths_A"]["C-C"]
+    assert cc["n"] == 2 and cc["p50"] == pytest.approx(np.linalg.norm(ETHANOL[0][0] - ETHANOL[0][1]), abs=1e-4)
+    assert r["bond_lengths_A"]["C-O"]["n"] == 1  # only the unstretched ethanol's
+    assert r["bond_lengths_A"]["H-N"] == {"n": 0}
+    with pytest.raises(DataError, match="molecule 1"):
+        M.breakdown([METHANE, (np.zeros((1, 3)), np.array([17]))])
+
+
 def test_unknown_element_is_a_clear_error():
     with pytest.raises(DataError, match="molecule 1: .*17"):
         M.evaluate([METHANE, (np.zeros((1, 3)), np.array([17]))], validity=False)
@@ -124,6 +142,9 @@ def test_cli_prints_json_last(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(out) == {"n", "atom_stability", "mol_stability", "validity", "uniqueness", "valid_x_unique", "novelty"}
     assert out["n"] == 2 and out["mol_stability"] == 1.0 and out["valid_x_unique"] == 1.0
+    assert M.main([str(tmp_path), "--no-novelty", "--breakdown"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["breakdown"]["connected"] == 1.0 and out["breakdown"]["elements"]["C"]["stable"] == 1.0
     assert M.main([str(tmp_path / "missing.xyz"), "--no-novelty"]) == 2
     assert "no such file" in capsys.readouterr().err
 
