@@ -146,7 +146,7 @@ class FlowMatchingTask(_Generative):
 
     def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none",
                  param: str = "velocity", t_dist: str = "uniform", t_beta=(2.0, 1.0), bond_weight: float = 0.0,
-                 bond_cutoff: float = 2.0, **kw):
+                 bond_cutoff: float = 2.0, bond_power: float = 2.0, **kw):
         super().__init__(stats, **kw)
         if solver not in flow.SOLVERS:
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -170,11 +170,18 @@ class FlowMatchingTask(_Generative):
             raise ConfigError(f"task.bond_weight / task.bond_cutoff: {e}") from None
         # the cutoff is in Å; the task's positions are scaled by feature_scales[0]
         self.bond_weight, self.bond_cutoff = w, c * self.scales[0]
+        try:
+            self.bond_power = float(bond_power)
+        except (TypeError, ValueError):
+            self.bond_power = -1.0
+        if not self.bond_power >= 0:
+            raise ConfigError(f"task.bond_power must be a number >= 0 (the ramp t^k of the bond term), got {bond_power!r}")
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
         return flow.loss_per_molecule(self._dyn(model, params, mask, ctx), x, h, mask, key, self.t_eps, self.align,
-                                      self.param, self.t_dist, self.t_beta, self.bond_weight, self.bond_cutoff)
+                                      self.param, self.t_dist, self.t_beta, self.bond_weight, self.bond_cutoff,
+                                      self.bond_power)
 
     def _sample(self, dyn, key, node_mask, steps: Optional[int] = None, solver: Optional[str] = None):
         return flow.sample(dyn, key, node_mask, self.n_features, steps=int(steps or self.steps),

@@ -349,4 +349,10 @@ def test_bond_term_is_the_bond_length_error_near_the_data(x64):
         with pytest.raises(ConfigError, match="task.bond_weight"):
             TASKS.get("flow_matching")(cfg, data)
     task = TASKS.get("flow_matching")({"bond_weight": 2.0, "bond_cutoff": 1.5, "feature_scales": [2.0, 0.25, 0.1]}, data)
-    assert (task.bond_weight, task.bond_cutoff) == (2.0, 3.0)
+    assert (task.bond_weight, task.bond_cutoff, task.bond_power) == (2.0, 3.0, 2.0)
+    with pytest.raises(ConfigError, match="task.bond_power"):
+        TASKS.get("flow_matching")({"bond_weight": 1.0, "bond_power": -1}, data)
+    # the ramp: a higher power weights the term less at t < 1
+    l2 = flow.loss_per_molecule(wrong, x1c, h1, mask, jax.random.PRNGKey(1), bond_weight=5.0, bond_power=2.0)
+    l10 = flow.loss_per_molecule(wrong, x1c, h1, mask, jax.random.PRNGKey(1), bond_weight=5.0, bond_power=10.0)
+    assert float((l2 - l10).min()) > 0 and float((l10 - l0).min()) > 0
