@@ -30,8 +30,7 @@ Optional bond term (``bond_weight`` λ > 0, ``velocity`` only): for every pair o
 than ``bond_cutoff`` Å in the data molecule (the covalent bonds of QM9 at the default 2.0 Å), the
 velocity error of the pair projected on its bond direction, e_ij = (δv_i − δv_j)·(x₁ᵢ − x₁ⱼ)/d_ij
 with δv = v̂ − (x₁ − x₀), is added as λ·t^k·Σ_{i<j} e_ij² (k = ``bond_power``, default 2) to the
-molecule's summed error.  Near the
-data, e_ij = d(d̂_ij − d_ij)/d(1 − t) to first order, where x̂₁ = x_t + (1 − t)v̂: the term is the
+molecule's summed error.  Near the data, e_ij = d(d̂_ij − d_ij)/d(1 − t) to first order, where x̂₁ = x_t + (1 − t)v̂: the term is the
 error of the predicted bond lengths in velocity units, the quantity the stability rule is most
 sensitive to (QM9 bond orders differ by a few hundredths of an Å).  It is invariant and leaves the
 minimiser at t → 1 unchanged; at small t, where x₁ is not yet determined by x_t, it would bias
@@ -86,16 +85,18 @@ def sample_t(key, b: int, dtype, t_eps: float = 0.0, t_dist: str = "uniform", t_
     return jnp.clip(jax.random.beta(key, a, bb, (b,), dtype), t_eps, 1.0 - t_eps)
 
 
-def check_bond(bond_weight: float, bond_cutoff: float, param: str) -> tuple[float, float]:
+def check_bond(bond_weight: float, bond_cutoff: float, param: str, bond_power: float = 2.0) -> tuple[float, float, float]:
+    """Validate the bond term's settings; returns (weight, cutoff, power) as floats."""
     try:
-        w, c = float(bond_weight), float(bond_cutoff)
+        w, c, k = float(bond_weight), float(bond_cutoff), float(bond_power)
     except (TypeError, ValueError):
-        raise ValueError(f"bond weight and cutoff must be numbers, got {bond_weight!r}, {bond_cutoff!r}") from None
-    if w < 0 or c <= 0:
-        raise ValueError(f"bond weight must be >= 0 and cutoff > 0, got {w}, {c}")
+        raise ValueError(f"bond weight, cutoff and power must be numbers, got {bond_weight!r}, {bond_cutoff!r}, "
+                         f"{bond_power!r}") from None
+    if not (w >= 0 and c > 0 and k >= 0):
+        raise ValueError(f"bond weight must be >= 0, cutoff > 0 and power >= 0, got {w}, {c}, {k}")
     if w > 0 and param != "velocity":
         raise ValueError(f"the bond term is defined for the velocity parameterisation only, not {param!r}")
-    return w, c
+    return w, c, k
 
 
 def bond_error(err_v, x1, node_mask, cutoff: float) -> jnp.ndarray:
@@ -115,7 +116,7 @@ def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, a
     if align not in ALIGNS:
         raise ValueError(f"unknown alignment {align!r}; choose one of {ALIGNS}")
     check_param(param)
-    bond_weight, bond_cutoff = check_bond(bond_weight, bond_cutoff, param)
+    bond_weight, bond_cutoff, bond_power = check_bond(bond_weight, bond_cutoff, param, bond_power)
     kt, kx, kh = jax.random.split(key, 3)
     b = x.shape[0]
     t = sample_t(kt, b, x.dtype, t_eps, t_dist, t_beta)

@@ -192,26 +192,6 @@ def evaluate(
     return out
 
 
-def _n_fragments(orders: np.ndarray) -> int:
-    """Connected components of the bond graph (order > 0)."""
-    n = len(orders)
-    seen = np.zeros(n, bool)
-    k = 0
-    for s in range(n):
-        if seen[s]:
-            continue
-        k += 1
-        stack = [s]
-        seen[s] = True
-        while stack:
-            i = stack.pop()
-            for j in np.nonzero(orders[i])[0]:
-                if not seen[j]:
-                    seen[j] = True
-                    stack.append(int(j))
-    return k
-
-
 BREAKDOWN_PAIRS = (("C", "C"), ("C", "H"), ("C", "N"), ("C", "O"), ("H", "N"), ("H", "O"))
 
 
@@ -224,6 +204,8 @@ def breakdown(molecules: Sequence[Molecule]) -> dict:
     lengths of the pairs the rule bonds (any order), in Å, and their count.  ``connected``: the
     fraction of molecules whose bond graph is one piece.
     """
+    from scipy.sparse.csgraph import connected_components
+
     if len(molecules) == 0:
         raise DataError("no molecules to evaluate")
     counts = {s: np.zeros(4, np.int64) for s in SYMBOLS}  # atoms, stable, under, over
@@ -237,7 +219,7 @@ def breakdown(molecules: Sequence[Molecule]) -> dict:
         for a, dlt in zip(z, diff):
             c = counts[SYMBOL_OF[int(a)]]
             c += (1, dlt == 0, dlt < 0, dlt > 0)
-        connected += _n_fragments(orders) == 1
+        connected += connected_components(orders > 0, directed=False)[0] == 1
         ii, jj = np.nonzero(np.triu(orders))
         for a, b in zip(ii, jj):
             key = tuple(sorted((SYMBOL_OF[int(z[a])], SYMBOL_OF[int(z[b])])))

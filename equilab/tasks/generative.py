@@ -165,17 +165,11 @@ class FlowMatchingTask(_Generative):
             raise ConfigError(f"{field}: {e}") from None
         self.t_dist = t_dist
         try:
-            w, c = flow.check_bond(bond_weight, bond_cutoff, param)
+            w, c, k = flow.check_bond(bond_weight, bond_cutoff, param, bond_power)
         except ValueError as e:
-            raise ConfigError(f"task.bond_weight / task.bond_cutoff: {e}") from None
+            raise ConfigError(f"task.bond_weight / task.bond_cutoff / task.bond_power: {e}") from None
         # the cutoff is in Å; the task's positions are scaled by feature_scales[0]
-        self.bond_weight, self.bond_cutoff = w, c * self.scales[0]
-        try:
-            self.bond_power = float(bond_power)
-        except (TypeError, ValueError):
-            self.bond_power = -1.0
-        if not self.bond_power >= 0:
-            raise ConfigError(f"task.bond_power must be a number >= 0 (the ramp t^k of the bond term), got {bond_power!r}")
+        self.bond_weight, self.bond_cutoff, self.bond_power = w, c * self.scales[0], k
 
     def _loss_per_molecule(self, model, params, batch, key):
         x, h, mask, ctx = self._inputs(batch)
