@@ -41,6 +41,7 @@ def bench_equilab(tp, dm, args, batches):
     jax.block_until_ready(params)
     t_init = time.perf_counter() - t0
     opt_state = tx.init(params)
+    batches = jax.device_put(batches)  # on the accelerator before timing, as the torch side's
 
     @jax.jit
     def step(params, opt_state, batch):
@@ -90,6 +91,8 @@ def bench_mace_torch(dm, args, frames):
 
     torch.set_default_dtype(torch.float64 if args.precision == "float64" else torch.float32)
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.torch_device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     zs = dm.stats["atomic_numbers"]
     z_table = tools.AtomicNumberTable(zs)
     hidden = " + ".join(f"{args.channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(args.hidden_lmax + 1))
@@ -100,7 +103,7 @@ def bench_mace_torch(dm, args, frames):
         num_interactions=2, num_elements=len(zs), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("16x0e"),
         atomic_energies=np.asarray(dm.stats["e0"]), avg_num_neighbors=dm.stats["avg_num_neighbors"],
         atomic_numbers=zs, correlation=args.correlation, gate=torch.nn.functional.silu,
-        radial_MLP=[64, 64, 64], atomic_inter_scale=dm.stats["scale"], atomic_inter_shift=dm.stats["shift"])
+        radial_MLP=[64, 64, 64], atomic_inter_scale=dm.stats["scale"], atomic_inter_shift=dm.stats["shift"]).to(dev)
     configs = [mdata.Configuration(atomic_numbers=f.Z, positions=f.positions,
                                    properties={"energy": f.energy, "forces": f.forces},
                                    property_weights={"energy": 1.0, "forces": 1.0}) for f in frames]
@@ -108,7 +111,7 @@ def bench_mace_torch(dm, args, frames):
     loader = torch_geometric.dataloader.DataLoader(ds, batch_size=args.batch_size, shuffle=False, drop_last=True)
     loss_fn = modules.WeightedEnergyForcesLoss(energy_weight=1.0, forces_weight=1000.0)
     opt = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
-    batches = list(loader)
+    batches = [b.to(dev) for b in loader]
 
     def step(b):
         opt.zero_grad()
@@ -116,6 +119,7 @@ def bench_mace_torch(dm, args, frames):
         loss = loss_fn(pred=out, ref=b)
         loss.backward()
         opt.step()
+        sync()
         return loss
 
     t0 = time.perf_counter()
@@ -131,11 +135,12 @@ def bench_mace_torch(dm, args, frames):
         b = batches[i % len(batches)]
         t0 = time.perf_counter()
         model(b.to_dict(), training=False)
+        sync()
         if i >= args.warmup:
             tf.append(time.perf_counter() - t0)
     return {"backend": "mace-torch", "params": int(sum(p.numel() for p in model.parameters())),
             "first_step_s": t_first, "train_step": _stats(ts), "forward": _stats(tf),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "torch_device": str(dev)}
 
 
 def main(argv=None):
@@ -154,6 +159,8 @@ def main(argv=None):
     p.add_argument("--precision", default="float32", choices=["float32", "float64"])
     p.add_argument("--torch", action="store_true", help="also time mace-torch (pip install torch mace-torch)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (match the JAX CPU)")
+    p.add_argument("--torch-device", default="cpu", help="cpu | cuda (the model and batches are moved there; "
+                   "each timed step ends in torch.cuda.synchronize)")
     args = p.parse_args(argv)
 
     import jax

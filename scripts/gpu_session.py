@@ -1,36 +1,45 @@
-"""One short GPU lease, prepared ahead: QM9 flow matching, two MACE presets, sampling throughput.
+"""Short GPU leases, prepared ahead: one plan per call, every stage capped by a deadline.
 
-    python3 scripts/gpu_session.py DATA_DIR OUT_DIR [--train-s 300] [--smoke]
+    python3 scripts/gpu_session.py PLAN DATA_DIR OUT_DIR [--total-s 520] [--train-s S] [--smoke]
 
 Runs on the device machine (jax with CUDA, the pure-Python wheels of the pinned stack carried and
-put first on PYTHONPATH; see experiments/qm9_generation/README.md, "GPU"). Three trainings share
-the GPU at once, each stopped by ``trainer.time_limit_s`` at its first checkpoint after the budget
-(the best checkpoint is then tested as usual):
+put first on PYTHONPATH). Each stage writes its log into OUT_DIR as it goes, so a call stopped at
+its limit still returns what was done; the last line printed is JSON.
 
-- ``qm9_flow_gpu``: equivariant flow matching on QM9 (EGNN 6 x 128, batch 64, constant lr after
-  warm-up); then 1,000 molecules are sampled with 50 Heun steps and written as XYZ, to be scored
-  here with ``equilab-eval-molecules`` (RDKit is not on the device);
-- ``acac``: ``experiment=acac_mace_cpu`` (the reduced MACE) with ``model.tp=gaunt_s2grid``;
-- ``aspirin``: ``experiment=rmd17_mace_cpu data.molecule=aspirin`` with ``model.tp=gaunt_s2grid``.
+Plans:
 
-First, alone on the GPU, ``experiments/qm9_generation/throughput.py`` times the paper-size network
-(9 x 256): EDM at 1000 steps and flow matching at 50 Heun steps. Everything is written to OUT_DIR/runs.tar.gz
-(run directories without their ``latest`` checkpoints) plus the log; the last line is JSON.
-``--smoke`` shrinks every budget to a few steps (the local dress rehearsal on CPU).
+- ``cond`` (issue 5, property-conditioned generation for alpha, EDM protocol): two trainings share
+  the GPU, both stopped by ``trainer.time_limit_s`` at their first checkpoint after the budget:
+  - ``evaluator_alpha``: ``experiment=qm9_prop_evaluator`` (EDM's EGNN 7 x 128, batch 96, first
+    half), Adam 5e-4 with a plateau schedule (the planned 1000-epoch cosine cannot run in minutes);
+  - ``cond_alpha``: ``experiment=qm9_flow_cond_cpu`` widened to the GPU flow model of the earlier
+    lease (EGNN 6 x 128, batch 64, AdamW 3e-4 constant after 500 warm-up steps, EMA 0.999), second
+    half, alpha as context.
+  Then, on the device, ``equilab-eval-property`` (n = 1,000, then n = 10,000 as in EDM, 50 Heun
+  steps) and 1,000 conditional samples written as XYZ for RDKit scoring on the CPU machine.
+- ``bench``: ``equilab-bench tp`` on the GPU (forward and forward+backward timings of every product
+  against the e3nn-jax baselines, plus eSCN), then ``scripts/bench_mace.py`` (each ``model.tp``
+  side by side with mace-torch on the same GPU; needs the carried mace-torch wheels).
+- ``flow_mace`` (the first lease's plan): sampling throughput of the paper-size network, then QM9
+  flow matching (6 x 128) and two reduced MACE trainings sharing the GPU.
 
-The carried folder ``.dev/`` (git-ignored, ~42 MB) was built on the CPU machine like this:
+``--smoke`` shrinks every budget to a few steps (the dress rehearsal on the CPU machine).
+
+The carried folder ``.dev/`` (git-ignored via ``.git/info/exclude``, ~45 MB) is built here:
 
 - ``.dev/whl``: ``pip download --no-deps --only-binary=:all: --python-version 3.12 ...`` of the
   pinned flax, optax, chex, orbax-checkpoint, e3nn-jax, hydra-core, omegaconf and ase, plus
-  ``pip wheel antlr4-python3-runtime==4.9.3`` (sdist only). The device's own jax 0.11.2 (CUDA) is
-  used; the rest of the dependencies are in its image.
+  ``pip wheel antlr4-python3-runtime==4.9.3`` (sdist only). The device's own jax (CUDA) is used;
+  the rest of the dependencies are in its image.
+- ``.dev/mace`` (plan ``bench`` only): mace-torch 0.3.16 and the requirements the device image
+  lacks (e3nn 0.4.4, torch-ema, prettytable, wcwidth, matscipy, python-hostlist, configargparse,
+  GitPython, gitdb, smmap, lmdb, orjson), cp312 wheels where compiled.
 - ``.dev/data/qm9/qm9_edm_v1.npz``: the QM9 cache re-saved with ``np.savez_compressed`` and
-  float32 positions (30 MB instead of 100 MB).
-- ``.dev/data/botnet/dataset_acac`` and ``.dev/data/rmd17/rmd17_aspirin_*``: copies from
-  ``../shared/data``.
+  float32 positions (30 MB instead of 100 MB); ``.dev/data/botnet/dataset_acac`` (and, for
+  ``flow_mace``, ``.dev/data/rmd17/rmd17_aspirin_*``): copies from ``../shared/data``.
 
 On the device: ``pip install --no-index --no-deps --target /tmp/site .dev/whl/*.whl``, then
-``PYTHONPATH=/tmp/site python3 scripts/gpu_session.py .dev/data $OUT``.
+``PYTHONPATH=/tmp/site python3 scripts/gpu_session.py <plan> $PWD/.dev/data $OUT``.
 """
 import argparse
 import json
@@ -42,6 +51,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RUNS = Path("/tmp/equilab_gpu_runs")
 
 
 def train_cmd(overrides):
@@ -49,93 +59,174 @@ def train_cmd(overrides):
     return [sys.executable, "-c", code] + overrides
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data_dir")
-    ap.add_argument("out_dir")
-    ap.add_argument("--train-s", type=int, default=None, help="trainer.time_limit_s (default: what is left)")
-    ap.add_argument("--total-s", type=int, default=570, help="everything, the archive included, ends by then")
-    ap.add_argument("--throughput-s", type=int, default=100)
-    ap.add_argument("--smoke", action="store_true")
-    a = ap.parse_args()
-    out = Path(a.out_dir)
-    runs = Path("/tmp/equilab_gpu_runs")
-    runs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONUNBUFFERED="1")
-    t0 = time.time()
-    common = ["logger=none", "trainer.progress=false", f"paths.data_dir={a.data_dir}"]
+def py_cmd(code):
+    return [sys.executable, "-c", code]
+
+
+class Stages:
+    """Subprocesses with deadlines; each one's output goes to OUT/<name>.log as it runs."""
+
+    def __init__(self, out: Path, env: dict):
+        self.out, self.env, self.status = out, env, {}
+
+    def start(self, name, cmd):
+        log = open(self.out / f"{name}.log", "w")
+        return name, subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT), log
+
+    def wait(self, handles, deadline):
+        for name, p, log in handles:
+            try:
+                self.status[name] = p.wait(timeout=max(deadline - time.time(), 1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self.status[name] = "killed at deadline"
+            log.close()
+
+    def run(self, name, cmd, seconds):
+        self.wait([self.start(name, cmd)], time.time() + seconds)
+
+
+def archive(out: Path, name="runs.tar.gz"):
+    """The run directories, without checkpoints when they would not come back (16 MiB a file)."""
+    if not RUNS.exists() or not any(RUNS.iterdir()):
+        return
+    for skip in ("/checkpoints/latest", "/checkpoints"):
+        with tarfile.open(out / name, "w:gz") as tar:
+            tar.add(RUNS, arcname="runs", filter=lambda ti: None if skip in ti.name else ti)
+        if (out / name).stat().st_size < 15e6:
+            break
+
+
+def sample_xyz_code(run, n, batch, path):
+    return ("import json, sys, types; sys.path.insert(0, '.');"
+            "from equilab.generative.sample_cli import restore, sample_molecules;"
+            "from equilab.train.factories import build_task; from equilab.metrics import molecules as M;"
+            f"cfg, model, params, stats = restore('{run}');"
+            "task = build_task(cfg, types.SimpleNamespace(stats=stats));"
+            f"mols, timing = sample_molecules(task, model, params, n={n}, batch={batch},"
+            " seed=0, opts={'steps': 50, 'solver': 'heun'});"
+            f"M.write_xyz('{path}', mols);"
+            "timing.pop('targets', None);"
+            "print(json.dumps(dict(timing, checkpoint_step=stats.get('checkpoint_step'), n=len(mols))))")
+
+
+def plan_cond(a, st: Stages, common, end):
     smoke = a.smoke
+    spc = "1" if smoke else "10"
+    jobs = {
+        "evaluator_alpha": ["experiment=qm9_prop_evaluator", "data.condition_on=alpha",
+                            "optim.schedule.name=plateau", "+optim.schedule.patience=3", "+optim.schedule.factor=0.5",
+                            "+optim.schedule.warmup_steps=300", "trainer.max_epochs=null",
+                            "trainer.max_steps=" + ("4" if smoke else "1000000"),
+                            "trainer.eval_every=" + ("2" if smoke else "1000"),
+                            "trainer.log_every=" + ("2" if smoke else "500"), f"trainer.steps_per_call={spc}"]
+                           + (["data.train_subset=1000", "data.eval_subset=96", "model.hidden=16", "model.n_layers=1"]
+                              if smoke else []),
+        "cond_alpha": ["experiment=qm9_flow_cond_cpu", "data.condition_on=alpha", "model.hidden=128",
+                       "model.n_layers=6", "data.batch_size=64", "optim.lr=3e-4", "optim.schedule.name=constant",
+                       "optim.schedule.warmup_steps=500", "optim.ema=0.999",
+                       "trainer.max_steps=" + ("4" if smoke else "1000000"),
+                       "trainer.eval_every=" + ("2" if smoke else "1000"),
+                       "trainer.log_every=" + ("2" if smoke else "500"), f"trainer.steps_per_call={spc}",
+                       "data.eval_subset=" + ("16" if smoke else "1000")]
+                      + (["data.train_subset=1000", "model.hidden=16", "model.n_layers=1"] if smoke else []),
+    }
+    # evaluation after training: ~20 s of restore and compile, n=1000, n=10000, 1000 XYZ samples
+    post_s = 40 if smoke else 110
+    deadline = end - post_s
+    # the time limit counts from the start of fit (after imports, data and compile, ~40 s), and the run
+    # goes on to its next checkpoint and the test evaluation (~25 s)
+    train_s = a.train_s if a.train_s is not None else int(deadline - time.time() - 65)
+    st.status["time_limit_s"] = train_s
+    common = common + [f"trainer.time_limit_s={max(train_s, 0)}"]
+    handles = [st.start(name, train_cmd(ov + common + [f"hydra.run.dir={RUNS / name}"])) for name, ov in jobs.items()]
+    st.wait(handles, deadline)
+    ev, gen = RUNS / "evaluator_alpha", RUNS / "cond_alpha"
+    prop = "import sys; from equilab.generative.property_eval_cli import main; sys.exit(main(sys.argv[1:]))"
+    base = [f"evaluator={ev}", f"generator={gen}", f"data_dir={a.data_dir}", "steps=50", "solver=heun"]
+    n_small, n_big = ("8", "16") if smoke else ("1000", "10000")
+    st.run("eval_n1000", py_cmd(prop) + base + [f"n={n_small}", "batch=" + ("8" if smoke else "100"),
+                                                   f"out={RUNS}/property/alpha_n1000.json"], max(end - time.time() - 70, 5))
+    st.run("eval_n10000", py_cmd(prop) + base + [f"n={n_big}", "batch=" + ("8" if smoke else "100"),
+                                                    f"out={RUNS}/property/alpha_n10000.json"], max(end - time.time() - 25, 5))
+    st.run("sample_xyz", py_cmd(sample_xyz_code(gen, 16 if smoke else 1000, 8 if smoke else 100,
+                                                gen / "samples_n1000_heun50.xyz")), max(end - time.time() - 10, 5))
+
+
+def plan_bench(a, st: Stages, common, end):
+    smoke = a.smoke
+    tp = ["-c", "import sys; from equilab.bench import main; sys.argv = ['equilab-bench'] + sys.argv[1:]; main()", "tp",
+          f"out_dir={a.out_dir}/tp", "tag=gpu", "expressivity.enabled=false",
+          "methods=[cg,gaunt_s2grid,gaunt_s2grid_fft,gaunt_fourier,e3nn_dense,e3nn_grid]"]
+    tp += (["Ls=[1,2]", "escn.Ls=[1]", "repeats=2", "batches=[100]"] if smoke
+           else ["Ls=[1,2,4,6,8,10]", "escn.Ls=[1,2,4,6]", "backward_max_L.e3nn_grid=10"])
+    total = end - time.time()
+    st.run("bench_tp", [sys.executable] + tp, 0.5 * total)
+    mace = [sys.executable, "scripts/bench_mace.py", "--data-dir", a.data_dir, "--tp", "cg,gaunt_s2grid,gaunt_fourier",
+            "--torch", "--torch-device", "cpu" if smoke else "cuda", "--threads", "8"]
+    mace += (["--channels", "4", "--steps", "2", "--warmup", "1"] if smoke else ["--channels", "32", "--steps", "30", "--warmup", "5"])
+    st.run("bench_mace", mace, end - time.time() - 5)
+
+
+def plan_flow_mace(a, st: Stages, common, end):
+    smoke = a.smoke
+    spc = "1" if smoke else "10"
     jobs = {
         "qm9_flow_gpu": ["experiment=qm9_flow_cpu", "model.hidden=128", "model.n_layers=6", "data.batch_size=64",
                          "optim.lr=3e-4", "optim.schedule.name=constant", "optim.schedule.warmup_steps=500",
                          "optim.ema=0.999", "trainer.max_steps=" + ("4" if smoke else "200000"),
                          "trainer.eval_every=" + ("2" if smoke else "1000"), "trainer.log_every=" + ("2" if smoke else "500"),
-                         "trainer.steps_per_call=" + ("1" if smoke else "10"), "data.eval_subset=" + ("16" if smoke else "1000")]
+                         f"trainer.steps_per_call={spc}", "data.eval_subset=" + ("16" if smoke else "1000")]
                         + (["data.train_subset=64", "model.hidden=16", "model.n_layers=1"] if smoke else []),
-        "acac": ["experiment=acac_mace_cpu", "model.tp=gaunt_s2grid", "trainer.steps_per_call=" + ("1" if smoke else "10")]
+        "acac": ["experiment=acac_mace_cpu", "model.tp=gaunt_s2grid", f"trainer.steps_per_call={spc}"]
                 + (["trainer.max_steps=2", "trainer.eval_every=2", "+data.n_test=10", "model.num_channels=4"] if smoke else []),
-        "aspirin": ["experiment=rmd17_mace_cpu", "data.molecule=aspirin", "model.tp=gaunt_s2grid",
-                    "trainer.steps_per_call=" + ("1" if smoke else "10")]
+        "aspirin": ["experiment=rmd17_mace_cpu", "data.molecule=aspirin", "model.tp=gaunt_s2grid", f"trainer.steps_per_call={spc}"]
                    + (["trainer.max_steps=2", "trainer.eval_every=2", "+data.n_test=10", "model.num_channels=4"] if smoke else []),
     }
-    end = t0 + a.total_s - 15  # leave time to write the archive
-    status = {}
-    # 1. throughput first, alone on the GPU (needs no trained weights: the cost is the network's)
+    # throughput first, alone on the GPU (needs no trained weights: the cost is the network's)
     tp_args = ["16", "1", "8"] if smoke else ["256", "9", "100", "full"]
-    p = subprocess.Popen([sys.executable, "experiments/qm9_generation/throughput.py", a.data_dir] + tp_args,
-                         cwd=REPO, env=dict(env, PYTHONPATH=env.get("PYTHONPATH", "") + ":" + str(REPO)),
-                         stdout=open(out / "throughput.log", "w"), stderr=subprocess.STDOUT)
-    try:
-        status["throughput"] = p.wait(timeout=a.throughput_s)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        status["throughput"] = "killed at deadline"
-    # 2. the three trainings at once; the time limit counts from the start of fit (after data and
-    # init); leave ~100 s for those, the run to the next checkpoint and the final evaluation
+    st.run("throughput", [sys.executable, "experiments/qm9_generation/throughput.py", a.data_dir] + tp_args, a.throughput_s)
     deadline = end - 60  # leaves the sampling its minute
     train_s = a.train_s if a.train_s is not None else int(deadline - time.time() - 100)
-    common.append(f"trainer.time_limit_s={max(train_s, 0)}")
-    status["time_limit_s"] = train_s
-    procs = {}
-    for name, ov in jobs.items():
-        log = open(out / f"{name}.log", "w")
-        procs[name] = (subprocess.Popen(train_cmd(ov + common + [f"hydra.run.dir={runs / name}"]), cwd=REPO, env=env,
-                                        stdout=log, stderr=subprocess.STDOUT), log)
-    for name, (p, log) in procs.items():
-        try:
-            status[name] = p.wait(timeout=max(deadline - time.time(), 1))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            status[name] = "killed at deadline"
-        log.close()
-    t_train = time.time() - t0
-    # sampling from the trained flow model (written as XYZ; scored on the CPU machine with RDKit)
-    sample_code = (
-        "import json, sys, types; sys.path.insert(0, '.');"
-        "from equilab.generative.sample_cli import restore, sample_molecules;"
-        "from equilab.train.factories import build_task; from equilab.metrics import molecules as M;"
-        f"cfg, model, params, stats = restore('{runs / 'qm9_flow_gpu'}');"
-        "task = build_task(cfg, types.SimpleNamespace(stats=stats));"
-        f"mols, timing = sample_molecules(task, model, params, n={16 if smoke else 1000}, batch=100 if {not smoke} else 8,"
-        " seed=0, opts={'steps': 50, 'solver': 'heun'});"
-        f"M.write_xyz('{runs / 'qm9_flow_gpu' / 'samples_n1000_heun50.xyz'}', mols);"
-        "print(json.dumps(dict(timing, checkpoint_step=stats.get('checkpoint_step'), n=len(mols))))")
-    post = {
-        "sample": subprocess.Popen([sys.executable, "-c", sample_code], cwd=REPO, env=env,
-                                   stdout=open(out / "sample.log", "w"), stderr=subprocess.STDOUT),
-    }
-    for name, p in post.items():
-        try:
-            status[name] = p.wait(timeout=max(end - time.time(), 1))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            status[name] = "killed at deadline"
-    for skip in ("/checkpoints/latest", "/checkpoints"):  # files over 16 MiB do not come back
-        with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
-            tar.add(runs, arcname="runs", filter=lambda ti: None if skip in ti.name else ti)
-        if (out / "runs.tar.gz").stat().st_size < 15e6:
-            break
-    print(json.dumps({"status": status, "train_wall_s": round(t_train, 1), "total_wall_s": round(time.time() - t0, 1)}))
+    st.status["time_limit_s"] = train_s
+    common = common + [f"trainer.time_limit_s={max(train_s, 0)}"]
+    st.wait([st.start(name, train_cmd(ov + common + [f"hydra.run.dir={RUNS / name}"])) for name, ov in jobs.items()], deadline)
+    run = RUNS / "qm9_flow_gpu"
+    st.run("sample", py_cmd(sample_xyz_code(run, 16 if smoke else 1000, 8 if smoke else 100, run / "samples_n1000_heun50.xyz")),
+           end - time.time())
+
+
+PLANS = {"cond": plan_cond, "bench": plan_bench, "flow_mace": plan_flow_mace}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("plan", choices=sorted(PLANS))
+    ap.add_argument("data_dir")
+    ap.add_argument("out_dir")
+    ap.add_argument("--train-s", type=int, default=None, help="trainer.time_limit_s (default: what is left)")
+    ap.add_argument("--total-s", type=int, default=520, help="everything, the archive included, ends by then")
+    ap.add_argument("--throughput-s", type=int, default=100)
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args()
+    a.data_dir = str(Path(a.data_dir).resolve())
+    out = Path(a.out_dir).resolve()
+    a.out_dir = str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    pp = os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONUNBUFFERED="1",
+               PYTHONPATH=(pp + ":" if pp else "") + str(REPO))
+    t0 = time.time()
+    end = t0 + a.total_s - 15  # leave time to write the archive
+    st = Stages(out, env)
+    common = ["logger=none", "trainer.progress=false", f"paths.data_dir={a.data_dir}"]
+    try:
+        PLANS[a.plan](a, st, common, end)
+    finally:
+        archive(out)
+        print(json.dumps({"plan": a.plan, "status": st.status, "total_wall_s": round(time.time() - t0, 1)}))
 
 
 if __name__ == "__main__":
