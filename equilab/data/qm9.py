@@ -253,10 +253,15 @@ class QM9DataModule:
             molecules of one bucket (n ≤ its size, > the previous one) padded to that size.  The
             dense networks cost ∝ N², so this is ~2× less work per step on QM9 (mean 18 atoms);
             one compile per bucket.  Evaluation batches stay at 29.
+        bucket_group: k ≥ 1 (bucketed batches only): the batches come in runs of k batches of
+            one bucket, in random order of runs; each bucket's batches per epoch are cut to a
+            multiple of k (the rest, reshuffled every epoch, wait for a later epoch).  Set it to
+            ``trainer.steps_per_call`` so that every scanned k-step chunk has one shape (one
+            compiled program per bucket); with k = 1 the order is the plain bucketed one.
     """
 
     def __init__(self, data_dir, batch_size=64, train_subset=None, subset="all", condition_on=None,
-                 eval_subset=None, eval_pick="first", half=None, size_buckets=None):
+                 eval_subset=None, eval_pick="first", half=None, size_buckets=None, bucket_group=1):
         self.data_dir = os.fspath(data_dir)
         self.batch_size = int(batch_size)
         d = load(self.data_dir)
@@ -282,14 +287,21 @@ class QM9DataModule:
             raise DataError(f"QM9 training set of {len(train)} molecules < batch_size {self.batch_size}")
         self.eval_splits = ["valid", "test"]
         self.size_buckets = self._check_buckets(size_buckets)
+        try:
+            self.bucket_group = int(bucket_group)
+        except (TypeError, ValueError):
+            raise ConfigError(f"data.bucket_group={bucket_group!r} is not an integer") from None
+        if self.bucket_group < 1:
+            raise ConfigError(f"data.bucket_group={self.bucket_group} must be >= 1")
         if self.size_buckets is None:
             self.steps_per_epoch = len(train) // self.batch_size
         else:
             counts = np.bincount(self._bucket_of(d["n_atoms"][train]), minlength=len(self.size_buckets))
-            self.steps_per_epoch = int((counts // self.batch_size).sum())
+            g = self.bucket_group
+            self.steps_per_epoch = int((counts // self.batch_size // g * g).sum())
             if self.steps_per_epoch == 0:
                 raise DataError(f"data.size_buckets={list(self.size_buckets)}: no bucket holds batch_size "
-                                f"{self.batch_size} of the {len(train)} training molecules")
+                                f"{self.batch_size} x data.bucket_group {g} of the {len(train)} training molecules")
         hist = np.bincount(d["n_atoms"][train].astype(np.int64), minlength=MAX_ATOMS + 1)
         norm_split = "train" if self.subset == "all" else "valid"
         props = d["properties"][train if norm_split == "train" else d["split_valid"]]
@@ -384,17 +396,19 @@ class QM9DataModule:
             for s in range(self.steps_per_epoch):  # drop the ragged tail: one static shape
                 yield self._batch(rows[perm[s * self.batch_size:(s + 1) * self.batch_size]])
             return
-        # bucketed: shuffled rows split by bucket, each bucket cut into full batches (its ragged
-        # tail dropped: one shape per bucket), then the batches of all buckets in random order
+        # bucketed: shuffled rows split by bucket, each bucket cut into runs of bucket_group full
+        # batches (its ragged tail dropped: one shape per bucket), then the runs of all buckets in
+        # random order
         shuffled = rows[perm]
         which = self._bucket_of(load(self.data_dir)["n_atoms"][shuffled])
-        plan = []
+        plan, g, bs = [], self.bucket_group, self.batch_size
         for k, size in enumerate(self.size_buckets):
             rk = shuffled[which == k]
-            plan += [(rk[s * self.batch_size:(s + 1) * self.batch_size], int(size))
-                     for s in range(len(rk) // self.batch_size)]
+            plan += [([rk[(r * g + j) * bs:(r * g + j + 1) * bs] for j in range(g)], int(size))
+                     for r in range(len(rk) // bs // g)]
         for i in rng.permutation(len(plan)):
-            yield self._batch(plan[i][0], n_pad=plan[i][1])
+            for b in plan[i][0]:
+                yield self._batch(b, n_pad=plan[i][1])
 
     def eval_batches(self, split: str) -> Iterator[dict[str, np.ndarray]]:
         if split not in self._rows:

@@ -112,6 +112,11 @@ class Trainer:
         self.steps_per_call = 1 if spc is None else spc
         if self.steps_per_call < 1:
             raise ConfigError(f"trainer.steps_per_call={self.steps_per_call} must be >= 1")
+        if self.steps_per_call > 1 and getattr(self.data, "size_buckets", None) is not None \
+                and getattr(self.data, "bucket_group", 1) % self.steps_per_call:
+            log.warning("trainer.steps_per_call=%d with data.size_buckets: chunks that mix buckets run one step "
+                        "per call; set data.bucket_group=%d so that each chunk has one shape",
+                        self.steps_per_call, self.steps_per_call)
         self.time_limit_s = _int(t, "time_limit_s")
         if self.time_limit_s is not None and self.time_limit_s < 0:
             raise ConfigError(f"trainer.time_limit_s={self.time_limit_s} must be >= 0")
@@ -239,16 +244,13 @@ class Trainer:
             return self.train_step(state, self.sharder.batch(chunk[0], self.dtype), self.key)
         shapes = [tuple(np.shape(v) for v in jax.tree_util.tree_leaves(b)) for b in chunk]
         if any(sh != shapes[0] for sh in shapes):
-            # batches of different shapes (size-bucketed data) cannot be stacked: one call per run
-            # of equal shapes, metrics concatenated in step order
-            ms, i = [], 0
-            while i < len(chunk):
-                j = i + 1
-                while j < len(chunk) and shapes[j] == shapes[i]:
-                    j += 1
-                state, m = self.run_chunk(state, chunk[i:j])
+            # batches of different shapes (size-bucketed data) cannot be stacked: one single-step
+            # call per batch (a scan per run of equal shapes would compile a program for every run
+            # length of every shape; data.bucket_group = steps_per_call avoids mixed chunks)
+            ms = []
+            for b in chunk:
+                state, m = self.train_step(state, self.sharder.batch(b, self.dtype), self.key)
                 ms.append(m)
-                i = j
             return state, {k: jnp.concatenate([jnp.atleast_1d(m[k]) for m in ms]) for k in ms[0]}
         stack = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *chunk)
         return self.train_steps(state, self.sharder.batch(stack, self.dtype, stacked=True), self.key)

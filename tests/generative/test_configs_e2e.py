@@ -98,3 +98,45 @@ def test_size_bucketed_training_with_steps_per_call(qm9_dir, tmp_path):
     assert len(set(shapes)) == 2  # the first six batches mix both buckets
     for x, y in zip(jax.tree_util.tree_leaves(runs[1]), jax.tree_util.tree_leaves(runs[3])):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_bucketed_chunks_compile_one_program_per_bucket(qm9_dir, tmp_path, group):
+    """With size buckets and steps_per_call = k, the compiled programs stay bounded: a chunk that
+    mixes buckets runs one single-step call per batch (at most one program per bucket), and with
+    data.bucket_group = k every chunk has one shape (one k-step scan per bucket, no single steps)."""
+    import json as _json
+
+    import numpy as np
+
+    from equilab.train.loop import Trainer
+
+    d = _cfg("qm9_flow_cpu", qm9_dir, "logger=none", "model.hidden=8", "model.n_layers=1", "data.batch_size=4",
+             "data.train_subset=96", "data.eval_subset=8", "trainer.max_steps=30", "trainer.eval_every=15",
+             "trainer.log_every=15", "optim.schedule.warmup_steps=0", "data.size_buckets=[9,29]",
+             f"data.bucket_group={group}", "trainer.steps_per_call=3")
+    tr = Trainer(_json.loads(_json.dumps(d)), tmp_path / "run")
+    tr.fit(progress=False)
+    epoch = list(tr.data.train_batches(0, d["seed"]))
+    assert len(epoch) == tr.data.steps_per_epoch
+    sizes = [b["positions"].shape[1] for b in epoch]
+    assert set(sizes) == {9, 29}
+    rows = np.concatenate([b["n_atoms"] for b in epoch])
+    assert len(rows) == 4 * len(epoch)
+    assert tr.train_steps._cache_size() <= 2 and tr.train_step._cache_size() <= 2
+    if group == 3:
+        assert len(epoch) % 3 == 0
+        assert all(len(set(sizes[i:i + 3])) == 1 for i in range(0, len(sizes), 3))
+        assert tr.train_step._cache_size() == 0
+    else:  # the plain bucketed order mixes the buckets inside the 3-step chunks
+        assert any(len(set(sizes[i:i + 3])) == 2 for i in range(0, len(sizes), 3))
+
+
+def test_bucket_group_must_be_a_positive_integer(qm9_dir):
+    from equilab.errors import ConfigError
+    from equilab.train.factories import build_data
+
+    for bad, msg in (("0", "bucket_group=0 must be >= 1"), ("two", "bucket_group='two' is not an integer")):
+        d = _cfg("qm9_flow_cpu", qm9_dir, f"data.bucket_group={bad}", "data.train_subset=96")
+        with pytest.raises(ConfigError, match=msg):
+            build_data(d)
