@@ -160,6 +160,7 @@ def run_tp(cfg: dict) -> dict:
                         )
                         row = dict(method=method, L=L, batch=B, channels=C, pass_=name, compile_s=comp, capped=capped, **stats(times))
                         rows.append(row)
+                        write_csv(rows, out_dir / f"timings{tag}.csv")  # kept if the run is stopped
                         print(
                             f"{method:14s} L={L:2d} B={B:6d} C={C:4d} {name:8s} median {row['median_ms']:10.3f} ms "
                             f"[{row['min_ms']:.3f}, {row['max_ms']:.3f}] compile {comp:6.2f} s{' (single call)' if capped else ''}",
@@ -274,16 +275,23 @@ def run_expressivity(cfg):
     return res
 
 
-def write_outputs(result, out_dir: Path, tag: str):
+CSV_KEYS = ["method", "L", "batch", "channels", "pass_", "median_ms", "min_ms", "q25_ms", "q75_ms", "max_ms", "n",
+            "compile_s", "capped"]
+
+
+def write_csv(rows, path: Path):
     import csv
 
-    rows = result["rows"]
-    with open(out_dir / f"timings{tag}.csv", "w", newline="") as fh:
-        keys = ["method", "L", "batch", "channels", "pass_", "median_ms", "min_ms", "q25_ms", "q75_ms", "max_ms", "n", "compile_s", "capped"]
-        wr = csv.DictWriter(fh, fieldnames=keys)
+    with open(path, "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=CSV_KEYS)
         wr.writeheader()
         for r in rows:
-            wr.writerow({k: r[k] for k in keys})
+            wr.writerow({k: r[k] for k in CSV_KEYS})
+
+
+def write_outputs(result, out_dir: Path, tag: str):
+    rows = result["rows"]
+    write_csv(rows, out_dir / f"timings{tag}.csv")
     with open(out_dir / f"results{tag}.json", "w") as fh:
         json.dump(result, fh, indent=1, default=str)
 
