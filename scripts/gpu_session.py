@@ -4,7 +4,8 @@
 
 Runs on the device machine (jax with CUDA, the pure-Python wheels of the pinned stack carried and
 put first on PYTHONPATH). Each stage writes its log into OUT_DIR as it goes, so a call stopped at
-its limit still returns what was done; the last line printed is JSON.
+its limit still returns what was done; at the end every run directory is archived as
+``OUT_DIR/runs_<name>.tar.gz`` with its best checkpoint; the last line printed is JSON.
 
 Plans:
 
@@ -14,7 +15,8 @@ Plans:
     half), Adam 5e-4 with a plateau schedule (the planned 1000-epoch cosine cannot run in minutes);
   - ``cond_alpha``: ``experiment=qm9_flow_cond_cpu`` widened to the GPU flow model of the earlier
     lease (EGNN 6 x 128, batch 64, AdamW 3e-4 constant after 500 warm-up steps, EMA 0.999), second
-    half, alpha as context.
+    half, alpha as context; ``data.bucket_group`` = ``trainer.steps_per_call`` (without it, the
+    session-11 lease spent this run compiling a program per run length of every size bucket).
   Then, on the device, ``equilab-eval-property`` (n = 1,000, then n = 10,000 as in EDM, 50 Heun
   steps) and 1,000 conditional samples written as XYZ for RDKit scoring on the CPU machine.
 - ``bench``: ``equilab-bench tp`` on the GPU (forward and forward+backward timings of every product
@@ -87,15 +89,20 @@ class Stages:
         self.wait([self.start(name, cmd)], time.time() + seconds)
 
 
-def archive(out: Path, name="runs.tar.gz"):
-    """The run directories, without checkpoints when they would not come back (16 MiB a file)."""
-    if not RUNS.exists() or not any(RUNS.iterdir()):
+def archive(out: Path):
+    """One ``runs_<name>.tar.gz`` per run directory (and other entry) under RUNS, each with the run's
+    ``checkpoints/best`` (so that a GPU-trained model can be used on the CPU machine) but not
+    ``checkpoints/latest``; where that would exceed what comes back (16 MiB a file), without
+    checkpoints. At most 8 files come back in all: logs plus these archives."""
+    if not RUNS.exists():
         return
-    for skip in ("/checkpoints/latest", "/checkpoints"):
-        with tarfile.open(out / name, "w:gz") as tar:
-            tar.add(RUNS, arcname="runs", filter=lambda ti: None if skip in ti.name else ti)
-        if (out / name).stat().st_size < 15e6:
-            break
+    for entry in sorted(RUNS.iterdir()):
+        path = out / f"runs_{entry.name}.tar.gz"
+        for skip in ("/checkpoints/latest", "/checkpoints"):
+            with tarfile.open(path, "w:gz") as tar:
+                tar.add(entry, arcname=f"runs/{entry.name}", filter=lambda ti: None if skip in ti.name else ti)
+            if path.stat().st_size < 15.5 * 2 ** 20:
+                break
 
 
 def sample_xyz_code(run, n, batch, path):
@@ -129,7 +136,7 @@ def plan_cond(a, st: Stages, common, end):
                        "trainer.max_steps=" + ("4" if smoke else "1000000"),
                        "trainer.eval_every=" + ("2" if smoke else "1000"),
                        "trainer.log_every=" + ("2" if smoke else "500"), f"trainer.steps_per_call={spc}",
-                       "data.eval_subset=" + ("16" if smoke else "1000")]
+                       f"data.bucket_group={spc}", "data.eval_subset=" + ("16" if smoke else "1000")]
                       + (["data.train_subset=1000", "model.hidden=16", "model.n_layers=1"] if smoke else []),
     }
     # evaluation after training: ~20 s of restore and compile, n=1000, n=10000, 1000 XYZ samples
@@ -177,7 +184,8 @@ def plan_flow_mace(a, st: Stages, common, end):
                          "optim.lr=3e-4", "optim.schedule.name=constant", "optim.schedule.warmup_steps=500",
                          "optim.ema=0.999", "trainer.max_steps=" + ("4" if smoke else "200000"),
                          "trainer.eval_every=" + ("2" if smoke else "1000"), "trainer.log_every=" + ("2" if smoke else "500"),
-                         f"trainer.steps_per_call={spc}", "data.eval_subset=" + ("16" if smoke else "1000")]
+                         f"trainer.steps_per_call={spc}", f"data.bucket_group={spc}",
+                         "data.eval_subset=" + ("16" if smoke else "1000")]
                         + (["data.train_subset=64", "model.hidden=16", "model.n_layers=1"] if smoke else []),
         "acac": ["experiment=acac_mace_cpu", "model.tp=gaunt_s2grid", f"trainer.steps_per_call={spc}"]
                 + (["trainer.max_steps=2", "trainer.eval_every=2", "+data.n_test=10", "model.num_channels=4"] if smoke else []),
