@@ -92,6 +92,8 @@ def product_fn(method: str, L: int):
     kw = {}
     if method == "gaunt_s2grid_fft":  # unfolded transforms, real FFT along α
         method, kw = "gaunt_s2grid", {"fft": True}
+    elif method == "gaunt_s2grid_dense":  # whole-grid matrices, three matmuls (the GPU candidate)
+        method, kw = "gaunt_s2grid", {"dense": True}
     elif method == "gaunt_s2grid_unfolded":  # unfolded transforms, dense DFT (the session-1 default)
         method, kw = "gaunt_s2grid", {"fold": False}
     elif method == "gaunt_fourier_fft":  # complex 2D FFTs on the full torus (the session-1 default)

@@ -124,6 +124,21 @@ def analyse(g: jnp.ndarray, L: int, n_beta: int, n_alpha: int, fft: bool) -> jnp
 
 
 @functools.cache
+def dense_constants(L: int, n_beta: int, n_alpha: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Whole-grid synthesis and analysis matrices of degree L (the ``dense=True`` layout).
+
+    Returns:
+        Y: [(L+1)², n_β·n_α], ``Y[lm, (b, a)] = B_l^|m|(z_b) A_m(α_a)``: f on the grid is ``a @ Y``;
+        Yi: [n_β·n_α, (L+1)²], the quadrature-weighted transpose: ``(1/4π)∫ g Y_lm dΩ = g @ Yi``.
+    """
+    P, Q, A, Ai = grid_constants(L, n_beta, n_alpha)
+    lm = [(l, m) for l in range(L + 1) for m in range(-l, l + 1)]
+    Y = np.stack([np.outer(P[m + L, l], A[m + L]).reshape(-1) for l, m in lm])
+    Yi = np.stack([np.outer(Q[m + L, l], Ai[:, m + L]).reshape(-1) for l, m in lm], axis=1)
+    return Y, Yi
+
+
+@functools.cache
 def folded_constants(L: int, n_beta: int, n_alpha: int, fold_beta: bool = False) -> _folded.Folded:
     """Folded transforms of degree L on the Gauss–Legendre (n_β) × uniform (n_α) grid.
 
@@ -146,9 +161,17 @@ def folded_constants(L: int, n_beta: int, n_alpha: int, fold_beta: bool = False)
     )
 
 
-def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=False, fold=True, chunk=None, fold_beta=False):
+def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=False, fold=True, chunk=None, fold_beta=False,
+                    dense=False):
     nb, na = grid_size(L1, L2, Lout)
     nb = n_beta or nb
+    if dense:  # three GEMMs over the whole batch: O(L⁴) per product, no per-m blocks, no loop
+        if n_alpha:
+            na = n_alpha
+        Y1, Y2, Yo = dense_constants(L1, nb, na)[0], dense_constants(L2, nb, na)[0], dense_constants(Lout, nb, na)[1]
+        dt = jnp.result_type(a1, a2)
+        g = (a1 @ jnp.asarray(Y1, dt)) * (a2 @ jnp.asarray(Y2, dt))
+        return g @ jnp.asarray(Yo, dt)
     if n_alpha:
         na = n_alpha
     elif fold and not fft:
@@ -177,6 +200,7 @@ def gaunt_s2grid_tensor_product(
     chunk: int | None = None,
     n_beta: int | None = None,
     n_alpha: int | None = None,
+    dense: bool = False,
 ) -> e3nn.IrrepsArray:
     """Gaunt product on the sphere: projection of ``f1·f2`` onto ``Y_l3m3`` for l3 in ``irreps_out``.
 
@@ -192,6 +216,10 @@ def gaunt_s2grid_tensor_product(
             measured in experiments/tp_benchmark); ``fold=False, fft=False``: unfolded dense
             DFT matmul (the previous default).
         chunk: batch columns per chunk of the folded path (default: sized for the L2 cache).
+        dense: whole-grid synthesis and analysis matrices, three matmuls over the batch (O(L⁴)
+            per product instead of O(L³), but no per-m blocks and no chunk loop): the layout of
+            e3nn-jax's ``to_s2grid``/``from_s2grid`` with ``fft=False``, which was the fastest Gaunt
+            product on an H200 (experiments/tp_benchmark, "GPU"), on the minimal exact grid.
         n_beta, n_alpha: override the grid (for tests; the default is the minimal exact one).
 
     Returns:
@@ -203,5 +231,6 @@ def gaunt_s2grid_tensor_product(
         >>> gaunt_s2grid_tensor_product(x, x, irreps_out="0e").array
         Array([1.], dtype=float32)
     """
-    core = functools.partial(gaunt_grid_core, n_beta=n_beta, n_alpha=n_alpha, fft=fft, fold=fold, chunk=chunk)
+    core = functools.partial(gaunt_grid_core, n_beta=n_beta, n_alpha=n_alpha, fft=fft, fold=fold, chunk=chunk,
+                             dense=dense)
     return gaunt_apply(core, x1, x2, irreps_out)

@@ -116,3 +116,15 @@ def test_custom_vjp_second_order_equals_autodiff(x64, method_core, chunk):
 
     for a, b in zip(jax.jit(outer(new))(a1, a2), outer(old)(a1, a2)):
         assert relative_error(a, b) < 1e-11
+
+
+@pytest.mark.parametrize("L1,L2,Lout,lead,chunk", CASES)
+def test_dense_grid_layout_equals_unfolded(x64, L1, L2, Lout, lead, chunk):
+    """``dense=True`` (whole-grid matrices, three matmuls) is the same exact product."""
+    a1, a2 = _coeffs(L1, L2, lead, seed=2)
+    ref = gs.gaunt_grid_core(a1, L1, a2, L2, Lout, fold=False)
+    out = jax.jit(lambda a, b: gs.gaunt_grid_core(a, L1, b, L2, Lout, dense=True))(a1, a2)
+    assert out.shape == ref.shape
+    assert relative_error(out, ref) < 1e-13
+    nb, na = gs.grid_size(L1, L2, Lout)
+    assert relative_error(gs.gaunt_grid_core(a1, L1, a2, L2, Lout, dense=True, n_beta=nb + 1, n_alpha=na + 2), ref) < 1e-13

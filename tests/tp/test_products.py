@@ -212,3 +212,20 @@ def test_cg_dense_equals_fused(x64, L):
         b = cg_tensor_product(x1, x2, irreps_out=filt, dense=False)
         assert a.irreps == b.irreps
         np.testing.assert_allclose(a.array, b.array, atol=1e-13 * max(1.0, float(jnp.abs(b.array).max(initial=0.0))), rtol=0)
+
+
+def test_dense_grid_layout_through_the_public_api(x64):
+    """``tensor_product(..., method="gaunt_s2grid", dense=True)`` equals the published grid
+    composition, splits mixed parity classes, and is equivariant (rotations and reflections)."""
+    L = 3
+    x1, x2 = _inputs(e3nn.s2_irreps(L), e3nn.s2_irreps(L - 1, p_val=-1), lead=(2,))
+    irreps_out = e3nn.s2_irreps(2 * L - 1, p_val=-1)
+    f = jax.jit(functools.partial(tensor_product, method="gaunt_s2grid", irreps_out=irreps_out, dense=True))
+    a, b = f(x1, x2), _e3nn_grid_product(x1, x2, irreps_out, L)
+    assert a.irreps == b.irreps
+    assert relative_error(a.array, b.array) < 1e-13
+    y1, y2 = _inputs("0e + 1e + 2e", "0e + 1o", seed=3)
+    out = "0e + 1o + 1e + 2e + 2o + 3o"
+    g = jax.jit(functools.partial(tensor_product, method="gaunt_s2grid", irreps_out=out, dense=True))
+    np.testing.assert_allclose(g(y1, y2).array, _jitted("gaunt_s2grid", out)(y1, y2).array, atol=1e-14, rtol=0)
+    assert_equivariant(g, jax.random.PRNGKey(1), (y1, y2), atol=1e-12)
