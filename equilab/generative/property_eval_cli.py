@@ -12,7 +12,10 @@ first half of the EDM training set).  Reported, all in the property's units:
 - with ``generator=`` (a run with ``data.condition_on`` set, trained on the second half):
   ``mae_generator``, the evaluator's MAE on ``n`` molecules sampled for targets drawn jointly
   with their atom counts from the second half (EDM's ``DistributionProperty``), plus the EDM
-  stability of those molecules.
+  stability of those molecules; and two diagnostics (``equilab.metrics.property.context_use``):
+  ``mae_n_atoms_paired`` (#Atoms on the generator's own targets and counts) and
+  ``residual_corr`` / ``residual_slope`` (do the predictions follow the targets beyond the
+  per-count mean?).
 
 ``max_data`` caps the second-half molecules used for the three baselines (default: all 50,000).
 Writes the JSON into ``out`` (default ``<generator>/property_eval/<prop>_n<n>_steps<steps>_seed<seed>.json``,
@@ -193,6 +196,7 @@ def evaluate(kv: dict) -> dict:
                 stable_atoms += k
                 atoms += m
         targets, preds, counts = np.concatenate(targets), np.concatenate(preds), np.concatenate(counts)
+        result.update(P.context_use(n_atoms, y, counts, targets, preds))
         result.update({
             "generator": str(kv["generator"]), "generator_step": gstep, "task": gcfg["task"]["name"],
             "n_generated": int(len(targets)), "sampling_steps": steps,

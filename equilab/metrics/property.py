@@ -6,6 +6,11 @@ NumPy functions of predictions and targets.
 - Naive: the evaluator's MAE on those molecules against their properties shuffled;
 - #Atoms: the MAE of predicting the property from the atom count alone (the mean property of the
   molecules with that many atoms).
+
+Two diagnostics of a generator beyond EDM's table (:func:`context_use`): #Atoms on the generator's
+own targets and atom counts (the paired baseline), and the correlation of the evaluator's
+predictions with the targets once the per-count means are removed (does the generator follow the
+property beyond what its atom count gives?).
 """
 from __future__ import annotations
 
@@ -50,3 +55,41 @@ def n_atoms_baseline_mae(n_fit, y_fit, n_eval, y_eval, statistic: str = "mean") 
     overall = float({"mean": np.mean, "median": np.median}[statistic](np.asarray(y_fit, np.float64)))
     pred = np.array([table.get(int(n), overall) for n in np.asarray(n_eval)])
     return mae(pred, y_eval)
+
+
+def context_use(n_fit, y_fit, n_gen, target, pred) -> dict:
+    """How much of the requested property a conditional generator delivers beyond its atom count.
+
+    Args:
+        n_fit, y_fit: atom counts and properties the per-count means come from (the second half).
+        n_gen, target, pred: the generated molecules' atom counts, requested values and the
+            evaluator's predictions for them.
+
+    Returns:
+        ``mae_n_atoms_paired``: #Atoms (per-count mean of ``y_fit``) on these very targets and
+        counts, to compare with the generator's MAE on the same molecules;
+        ``residual_corr``: Pearson correlation of ``target − m(n)`` and ``pred − m(n)``, where
+        m(n) is that per-count mean (0 when the generator ignores the context beyond n, 1 when it
+        tracks it exactly; nan with fewer than 3 molecules or no spread);
+        ``residual_slope``: least-squares slope of ``pred − m(n)`` on ``target − m(n)`` (1: the
+        requested deviation from the count's mean is delivered in full).
+
+    Examples:
+        >>> r = context_use([3, 3, 5, 5], [1.0, 3.0, 10.0, 14.0], [3, 3, 5], [1.0, 3.0, 14.0], [1.5, 2.5, 13.0])
+        >>> r["mae_n_atoms_paired"], round(r["residual_corr"], 6), round(r["residual_slope"], 6)
+        (1.3333333333333333, 1.0, 0.5)
+    """
+    table = per_count_statistic(n_fit, y_fit, "mean")
+    overall = float(np.mean(np.asarray(y_fit, np.float64)))
+    m = np.array([table.get(int(k), overall) for k in np.asarray(n_gen)])
+    target, pred = np.asarray(target, np.float64), np.asarray(pred, np.float64)
+    if not (len(m) == len(target) == len(pred)):
+        raise ValueError(f"context_use needs equal lengths, got {len(m)}, {len(target)}, {len(pred)}")
+    dt, dp = target - m, pred - m
+    ok = len(dt) >= 3 and dt.std() > 0 and dp.std() > 0
+    return {
+        "mae_n_atoms_paired": mae(m, target),
+        "residual_corr": float(np.corrcoef(dt, dp)[0, 1]) if ok else float("nan"),
+        "residual_slope": float(np.dot(dt - dt.mean(), dp - dp.mean()) / np.dot(dt - dt.mean(), dt - dt.mean()))
+        if ok else float("nan"),
+    }

@@ -255,8 +255,9 @@ def test_generator_end_to_end(qm9_dir, evaluator_run, tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert last["mae_generator"] == saved["mae_generator"]
     assert saved["n_generated"] == 6 and saved["sampling_steps"] == 2 and saved["warnings"] == []
-    for k in ("mae_generator", "mae_naive", "mae_n_atoms", "mae_lower_bound"):
+    for k in ("mae_generator", "mae_naive", "mae_n_atoms", "mae_lower_bound", "mae_n_atoms_paired"):
         assert np.isfinite(saved[k]) and saved[k] > 0, k
+    assert "residual_corr" in saved and "residual_slope" in saved
     assert 0 <= saved["mol_stability"] <= saved["atom_stability"] <= 1
     npz = np.load(out.with_suffix(".npz"))
     assert npz["target"].shape == (6,) and set(npz["n_atoms"].tolist()) <= set(range(3, 30))
@@ -266,3 +267,24 @@ def test_generator_end_to_end(qm9_dir, evaluator_run, tmp_path, capsys):
                         "novelty=false", "params=raw"]) == 0
     t = json.loads((tmp_path / "s" / "targets.json").read_text())
     assert t["property"] == "homo" and len(t["targets"]) == 3
+
+
+def test_context_use_separates_following_from_ignoring_the_context():
+    """A generator that delivers its targets scores residual correlation and slope 1; one that
+    delivers the per-count mean plus noise scores about 0; #Atoms is paired on the same targets."""
+    rng = np.random.default_rng(0)
+    n_fit = rng.integers(5, 10, 4000)
+    y_fit = 3.0 * n_fit + rng.normal(0, 2.0, n_fit.shape)
+    n_gen = rng.integers(5, 10, 2000)
+    target = 3.0 * n_gen + rng.normal(0, 2.0, n_gen.shape)
+    m = np.array([P.per_count_statistic(n_fit, y_fit)[int(k)] for k in n_gen])
+    exact = P.context_use(n_fit, y_fit, n_gen, target, target)
+    assert exact["residual_corr"] == pytest.approx(1.0) and exact["residual_slope"] == pytest.approx(1.0)
+    assert exact["mae_n_atoms_paired"] == pytest.approx(P.mae(m, target))
+    blind = P.context_use(n_fit, y_fit, n_gen, target, m + rng.normal(0, 2.0, n_gen.shape))
+    assert abs(blind["residual_corr"]) < 0.1 and abs(blind["residual_slope"]) < 0.1
+    half = P.context_use(n_fit, y_fit, n_gen, target, m + 0.5 * (target - m))
+    assert half["residual_slope"] == pytest.approx(0.5) and half["residual_corr"] == pytest.approx(1.0)
+    assert np.isnan(P.context_use(n_fit, y_fit, n_gen, target, m)["residual_corr"])  # no spread in the predictions
+    with pytest.raises(ValueError, match="equal lengths"):
+        P.context_use(n_fit, y_fit, n_gen[:3], target, target)
