@@ -86,10 +86,10 @@ def context_use(n_fit, y_fit, n_gen, target, pred) -> dict:
     if not (len(m) == len(target) == len(pred)):
         raise ValueError(f"context_use needs equal lengths, got {len(m)}, {len(target)}, {len(pred)}")
     dt, dp = target - m, pred - m
-    ok = len(dt) >= 3 and dt.std() > 0 and dp.std() > 0
+    c = np.cov(dt, dp) if len(dt) >= 3 else np.zeros((2, 2))
+    ok = c[0, 0] > 0 and c[1, 1] > 0
     return {
         "mae_n_atoms_paired": mae(m, target),
-        "residual_corr": float(np.corrcoef(dt, dp)[0, 1]) if ok else float("nan"),
-        "residual_slope": float(np.dot(dt - dt.mean(), dp - dp.mean()) / np.dot(dt - dt.mean(), dt - dt.mean()))
-        if ok else float("nan"),
+        "residual_corr": float(c[0, 1] / np.sqrt(c[0, 0] * c[1, 1])) if ok else float("nan"),
+        "residual_slope": float(c[0, 1] / c[0, 0]) if ok else float("nan"),
     }

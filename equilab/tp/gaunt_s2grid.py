@@ -166,8 +166,7 @@ def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=Fals
     nb, na = grid_size(L1, L2, Lout)
     nb = n_beta or nb
     if dense:  # three GEMMs over the whole batch: O(L⁴) per product, no per-m blocks, no loop
-        if n_alpha:
-            na = n_alpha
+        na = n_alpha or na
         Y1, Y2, Yo = dense_constants(L1, nb, na)[0], dense_constants(L2, nb, na)[0], dense_constants(Lout, nb, na)[1]
         dt = jnp.result_type(a1, a2)
         g = (a1 @ jnp.asarray(Y1, dt)) * (a2 @ jnp.asarray(Y2, dt))
