@@ -49,10 +49,15 @@ def _assignments(cost: np.ndarray, node_mask: np.ndarray) -> np.ndarray:
     return perm
 
 
+@jax.jit
 def permute_onto(x0: jnp.ndarray, x: jnp.ndarray, node_mask: jnp.ndarray) -> jnp.ndarray:
     """The permutation π of each molecule's real prior nodes minimising Σ_a |x0_π(a) − x_a|²
     (exact, Hungarian algorithm on the host through ``jax.pure_callback``): (B, N) int32 with
-    x0[b, π[b, a]] the prior node that goes to atom a; padding maps to itself.  Works under jit."""
+    x0[b, π[b, a]] the prior node that goes to atom a; padding maps to itself.  Works under jit.
+
+    Always jitted, so that the cost matrix is made inside the callback's own computation: called
+    eagerly, the callback waited on a separately dispatched cost computation queued behind it,
+    which deadlocked when the process had one CPU (``taskset -c 0``)."""
     x0, x = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(x)
     cost = ((x[:, :, None, :] - x0[:, None, :, :]) ** 2).sum(-1)  # (B, N_atoms, N_prior)
     out = jax.ShapeDtypeStruct(node_mask.shape, jnp.int32)
