@@ -49,17 +49,16 @@ def _assignments(cost: np.ndarray, node_mask: np.ndarray) -> np.ndarray:
     return perm
 
 
-@jax.jit
 def permute_onto(x0: jnp.ndarray, x: jnp.ndarray, node_mask: jnp.ndarray) -> jnp.ndarray:
     """The permutation π of each molecule's real prior nodes minimising Σ_a |x0_π(a) − x_a|²
-    (exact, Hungarian algorithm on the host through ``jax.pure_callback``): (B, N) int32 with
-    x0[b, π[b, a]] the prior node that goes to atom a; padding maps to itself.  Works under jit.
-
-    Always jitted, so that the cost matrix is made inside the callback's own computation: called
-    eagerly, the callback waited on a separately dispatched cost computation queued behind it,
-    which deadlocked when the process had one CPU (``taskset -c 0``)."""
+    (exact, Hungarian algorithm on the host): (B, N) int32 with x0[b, π[b, a]] the prior node that
+    goes to atom a; padding maps to itself.  Under jit it runs through ``jax.pure_callback``;
+    called eagerly it runs on the host directly: there, a callback waiting for its (asynchronously
+    dispatched) arguments deadlocked in a process with one CPU (``taskset -c 0``)."""
     x0, x = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(x)
     cost = ((x[:, :, None, :] - x0[:, None, :, :]) ** 2).sum(-1)  # (B, N_atoms, N_prior)
+    if not any(isinstance(a, jax.core.Tracer) for a in (cost, node_mask)):
+        return jnp.asarray(_assignments(np.asarray(cost), np.asarray(node_mask)))
     out = jax.ShapeDtypeStruct(node_mask.shape, jnp.int32)
     return jax.pure_callback(_assignments, out, cost, node_mask, vmap_method="sequential")
 
