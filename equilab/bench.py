@@ -328,16 +328,18 @@ def write_outputs(result, out_dir: Path, tag: str):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        B = max((r["batch"] for r in rows), default=10000)  # the largest batch, fewest channels of the run
+        C = min((r["channels"] for r in rows if r["batch"] == B), default=1)
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, p in zip(axes, ("fwd", "fwd_bwd")):
             for m in methods:
-                pts = sorted((r["L"], r["median_ms"]) for r in rows if r["method"] == m and r["batch"] == 10000 and r["channels"] == 1 and r["pass_"] == p)
+                pts = sorted((r["L"], r["median_ms"]) for r in rows if r["method"] == m and r["batch"] == B and r["channels"] == C and r["pass_"] == p)
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=m)
             ax.set_yscale("log")
             ax.set_xlabel("L")
             ax.set_ylabel("median time (ms)")
-            ax.set_title(f"{p}, batch 10000, one channel ({result['backend']})")
+            ax.set_title(f"{p}, batch {B}, {C} channel(s) ({result['backend']})")
             ax.grid(True, which="both", alpha=0.3)
         axes[0].legend()
         fig.tight_layout()
