@@ -118,26 +118,33 @@ def sample_xyz_code(run, n, batch, path):
             "print(json.dumps(dict(timing, checkpoint_step=stats.get('checkpoint_step'), n=len(mols))))")
 
 
+def budget(smoke, max_steps="1000000"):
+    """Step budget overrides of a time-limited GPU training (``--smoke``: a few steps)."""
+    spc = "1" if smoke else "10"
+    return ["trainer.max_steps=" + ("4" if smoke else max_steps), "trainer.eval_every=" + ("2" if smoke else "1000"),
+            "trainer.log_every=" + ("2" if smoke else "500"), f"trainer.steps_per_call={spc}"]
+
+
+def gpu_flow(smoke):
+    """The GPU flow-matching model on top of a ``qm9_flow_cpu``-based preset: EGNN 6 x 128, batch 64,
+    AdamW 3e-4 constant after 500 warm-up steps, EMA 0.999, size buckets kept whole per scanned
+    chunk (``data.bucket_group`` = ``trainer.steps_per_call``), 1,000 validation molecules."""
+    spc = "1" if smoke else "10"
+    return (["model.hidden=128", "model.n_layers=6", "data.batch_size=64", "optim.lr=3e-4", "optim.schedule.name=constant",
+             "optim.schedule.warmup_steps=500", "optim.ema=0.999", f"data.bucket_group={spc}",
+             "data.eval_subset=" + ("16" if smoke else "1000")]
+            + (["data.train_subset=1000", "model.hidden=16", "model.n_layers=1"] if smoke else []))
+
+
 def plan_cond(a, st: Stages, common, end):
     smoke = a.smoke
-    spc = "1" if smoke else "10"
     jobs = {
         "evaluator_alpha": ["experiment=qm9_prop_evaluator", "data.condition_on=alpha",
                             "optim.schedule.name=plateau", "+optim.schedule.patience=3", "+optim.schedule.factor=0.5",
-                            "+optim.schedule.warmup_steps=300", "trainer.max_epochs=null",
-                            "trainer.max_steps=" + ("4" if smoke else "1000000"),
-                            "trainer.eval_every=" + ("2" if smoke else "1000"),
-                            "trainer.log_every=" + ("2" if smoke else "500"), f"trainer.steps_per_call={spc}"]
+                            "+optim.schedule.warmup_steps=300", "trainer.max_epochs=null"] + budget(smoke)
                            + (["data.train_subset=1000", "data.eval_subset=96", "model.hidden=16", "model.n_layers=1"]
                               if smoke else []),
-        "cond_alpha": ["experiment=qm9_flow_cond_cpu", "data.condition_on=alpha", "model.hidden=128",
-                       "model.n_layers=6", "data.batch_size=64", "optim.lr=3e-4", "optim.schedule.name=constant",
-                       "optim.schedule.warmup_steps=500", "optim.ema=0.999",
-                       "trainer.max_steps=" + ("4" if smoke else "1000000"),
-                       "trainer.eval_every=" + ("2" if smoke else "1000"),
-                       "trainer.log_every=" + ("2" if smoke else "500"), f"trainer.steps_per_call={spc}",
-                       f"data.bucket_group={spc}", "data.eval_subset=" + ("16" if smoke else "1000")]
-                      + (["data.train_subset=1000", "model.hidden=16", "model.n_layers=1"] if smoke else []),
+        "cond_alpha": ["experiment=qm9_flow_cond_cpu", "data.condition_on=alpha"] + budget(smoke) + gpu_flow(smoke),
     }
     # evaluation after training: ~20 s of restore and compile, n=1000, n=10000, 1000 XYZ samples
     post_s = 40 if smoke else 110
@@ -181,13 +188,7 @@ def plan_flow_mace(a, st: Stages, common, end):
     smoke = a.smoke
     spc = "1" if smoke else "10"
     jobs = {
-        "qm9_flow_gpu": ["experiment=qm9_flow_cpu", "model.hidden=128", "model.n_layers=6", "data.batch_size=64",
-                         "optim.lr=3e-4", "optim.schedule.name=constant", "optim.schedule.warmup_steps=500",
-                         "optim.ema=0.999", "trainer.max_steps=" + ("4" if smoke else "200000"),
-                         "trainer.eval_every=" + ("2" if smoke else "1000"), "trainer.log_every=" + ("2" if smoke else "500"),
-                         f"trainer.steps_per_call={spc}", f"data.bucket_group={spc}",
-                         "data.eval_subset=" + ("16" if smoke else "1000")]
-                        + (["data.train_subset=64", "model.hidden=16", "model.n_layers=1"] if smoke else []),
+        "qm9_flow_gpu": ["experiment=qm9_flow_cpu"] + budget(smoke, "200000") + gpu_flow(smoke),
         "acac": ["experiment=acac_mace_cpu", "model.tp=gaunt_s2grid", f"trainer.steps_per_call={spc}"]
                 + (["trainer.max_steps=2", "trainer.eval_every=2", "+data.n_test=10", "model.num_channels=4"] if smoke else []),
         "aspirin": ["experiment=rmd17_mace_cpu", "data.molecule=aspirin", "model.tp=gaunt_s2grid", f"trainer.steps_per_call={spc}"]
