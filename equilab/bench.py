@@ -96,6 +96,8 @@ def product_fn(method: str, L: int):
         method, kw = "gaunt_s2grid", {"dense": True}
     elif method == "gaunt_s2grid_unfolded":  # unfolded transforms, dense DFT (the session-1 default)
         method, kw = "gaunt_s2grid", {"fold": False}
+    elif method == "gaunt_fourier_dense":  # whole half-torus matrices, three matmuls
+        method, kw = "gaunt_fourier", {"dense": True}
     elif method == "gaunt_fourier_fft":  # complex 2D FFTs on the full torus (the session-1 default)
         method, kw = "gaunt_fourier", {"fft": True}
     return lambda a1, a2: tensor_product(wrap(a1), wrap(a2), method=method, irreps_out=out, **kw).array

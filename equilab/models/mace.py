@@ -112,17 +112,26 @@ def symmetric_contraction(x: jnp.ndarray, species: jnp.ndarray, weights: dict, *
     return arr.axis_to_mul()
 
 
-def gaunt_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, lmax_out: int, method: str) -> e3nn.IrrepsArray:
+GAUNT_LAYOUTS = ("dense", "folded")
+
+
+def gaunt_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, lmax_out: int, method: str,
+                  layout: str = "dense") -> e3nn.IrrepsArray:
     """Gaunt product of two channel-wise spherical functions: (..., s2_irreps(L1)) x
     (..., s2_irreps(L2)) → (..., s2_irreps(lmax_out)), the projection of f1·f2 onto Y_lm, by the
-    tensor-product library's ``gaunt_s2grid`` or ``gaunt_fourier`` algorithm (both exact)."""
+    tensor-product library's ``gaunt_s2grid`` or ``gaunt_fourier`` algorithm (both exact).
+
+    ``layout="dense"``: whole-grid matrices, three matmuls over atoms × channels. MACE's degrees
+    are small (L ≤ 4, grids of a few dozen points), where this beat the symmetry-folded,
+    chunk-looped transforms (``"folded"``, the library default, built for large L) by 1.5× per
+    training step on CPU (experiments/acac/README.md, speed)."""
     from equilab.tp import tensor_product
 
-    return tensor_product(x1, x2, method=method, irreps_out=e3nn.s2_irreps(lmax_out))
+    return tensor_product(x1, x2, method=method, irreps_out=e3nn.s2_irreps(lmax_out), dense=layout == "dense")
 
 
 def gaunt_many_body(x: e3nn.IrrepsArray, species: jnp.ndarray, weights: dict, *, irreps_out: str,
-                    correlation: int, method: str) -> e3nn.IrrepsArray:
+                    correlation: int, method: str, layout: str = "dense") -> e3nn.IrrepsArray:
     """Many-body basis from repeated Gaunt products (Luo et al. 2024).
 
     Args:
@@ -148,7 +157,7 @@ def gaunt_many_body(x: e3nn.IrrepsArray, species: jnp.ndarray, weights: dict, *,
             if acc is None:
                 acc = f
             else:
-                acc = gaunt_product(acc, f, lmax_out=min(k * L, lout + (nu - k) * L), method=method)
+                acc = gaunt_product(acc, f, lmax_out=min(k * L, lout + (nu - k) * L), method=method, layout=layout)
         b = acc.filter(lmax=lout) if acc.irreps.lmax > lout else acc
         b = _pad_to_s2(b, lout)
         w = weights[f"w{nu}"][species][:, :, ls_out]
@@ -178,6 +187,7 @@ class SymmetricContraction(nn.Module):
     correlation: int
     num_species: int
     tp: str = "cg"
+    gaunt_layout: str = "dense"
 
     @nn.compact
     def __call__(self, x: e3nn.IrrepsArray, species: jnp.ndarray) -> e3nn.IrrepsArray:
@@ -201,13 +211,122 @@ class SymmetricContraction(nn.Module):
                 weights[f"v{nu}_{k}"] = self.param(f"v{nu}_{k}", nn.initializers.ones, (S, C, L + 1), x.dtype)
             weights[f"w{nu}"] = self.param(f"w{nu}", init, (S, C, lout + 1), x.dtype)
         return gaunt_many_body(x, species, weights, irreps_out=self.irreps_out, correlation=self.correlation,
-                               method=self.tp)
+                               method=self.tp, layout=self.gaunt_layout)
 
 
 def _edge_sh_product(h: e3nn.IrrepsArray, Y: e3nn.IrrepsArray, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
     """Channel-wise product h_j ⊗ Y(r̂_ij) (CG, MACE's "uvu" paths), every path (l1, l2 → l3)
-    kept as its own block of C channels so the radial MLP weights each path and channel."""
+    kept as its own block of C channels so the radial MLP weights each path and channel.
+    The reference (e3nn) form of :func:`edge_messages`; the model uses the latter."""
     return e3nn.tensor_product(h, Y, filter_ir_out=irreps_out)
+
+
+class EdgePlan:
+    """Constants of :func:`edge_messages` for per-channel irreps ``h1`` (e.g. 0e+1o+2e), edge
+    harmonics ``y`` and an output filter, C channels.
+
+    ``T[i, j, o]`` is e3nn.tensor_product on one channel (so the same CG coefficients,
+    normalisation, path order and regrouping), read off basis vectors. ``irreps`` is the
+    C-channel output, whose every entry (k·C, ir) is laid out [k paths, C channels, 2l+1];
+    ``entries`` lists the (first column, k, 2l+1) of every one-channel output entry; its k paths
+    take the next k radial-weight blocks.
+    """
+
+    def __init__(self, h1: str, y: str, filter_out: str, C: int):
+        h1, y = e3nn.Irreps(h1), e3nn.Irreps(y)
+        eye1, eyey = np.eye(h1.dim), np.eye(y.dim)
+        # concrete float64 constants even when first called under jit or with x64 off
+        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+            out = e3nn.tensor_product(e3nn.IrrepsArray(h1, eye1[:, None, :]), e3nn.IrrepsArray(y, eyey[None, :, :]),
+                                      filter_ir_out=e3nn.Irreps(filter_out))
+            self.T = np.asarray(out.array, np.float64)  # (i, j, o)
+        irreps1 = out.irreps
+        self.irreps = e3nn.tensor_product(C * h1, y, filter_ir_out=e3nn.Irreps(filter_out))
+        if [ir for _, ir in self.irreps] != [ir for _, ir in irreps1] or \
+                [m for m, _ in self.irreps] != [C * m for m, _ in irreps1]:
+            raise AssertionError(f"edge plan: {irreps1} does not map onto {self.irreps}")
+        entries, p, o = [], 0, 0
+        for mul, ir in irreps1:
+            entries.append((o, mul, ir.dim))
+            p, o = p + mul, o + mul * ir.dim
+        self.num_paths = p
+        self.entries = entries
+        self.channels = C
+
+
+@functools.cache
+def _edge_plan(h1: str, y: str, filter_out: str, C: int) -> EdgePlan:
+    return EdgePlan(h1, y, filter_out, C)
+
+
+def edge_messages(plan: EdgePlan, h: e3nn.IrrepsArray, Y: jnp.ndarray, mix: jnp.ndarray, senders, receivers,
+                  num_nodes: int) -> e3nn.IrrepsArray:
+    """A_i = Σ_j R_ij ⊙ (h_j ⊗ Y_ij): the radially weighted edge products summed on receivers.
+
+    Equal to ``e3nn.scatter_sum(_edge_sh_product(h, Y, f) * R, dst=receivers)``, computed with
+    the channels last, as one small matmul per edge instead of one CG einsum per path:
+    M_e = Σ_j Y_ej T[:, j, :] (edges × o × i), msg_eoc = Σ_i M_eoi h_{s(e)ic}, then each path's
+    radial weights broadcast over its 2l+1 columns (no per-column gather, no edge-level transposes;
+    the e3nn layout is restored on the nodes).
+
+    Args:
+        h: (N, C·h1) node features, C channels of every irrep of ``plan``'s h1.
+        Y: (E, j) edge harmonics; mix: (E, P·C) radial weights, one per path and channel in
+            the order of ``plan.irreps`` (what ``IrrepsArray * mix`` would apply).
+    Returns:
+        (N, plan.irreps) IrrepsArray.
+    """
+    E, C = Y.shape[0], plan.channels
+    dt = h.dtype
+    hT = jnp.concatenate([jnp.swapaxes(c, 1, 2) for c in h.chunks], axis=1)  # (N, i, C)
+    M = jnp.einsum("ej,joi->eoi", Y, jnp.asarray(plan.T.transpose(1, 2, 0), dt))
+    msg = jnp.einsum("eoi,eic->eoc", M, hT[senders])
+    mix = mix.reshape(E, plan.num_paths, C)
+    parts, p = [], 0
+    for o, k, d in plan.entries:
+        parts.append((msg[:, o : o + k * d].reshape(E, k, d, C) * mix[:, p : p + k, None, :]).reshape(E, k * d, C))
+        p += k
+    A = jax.ops.segment_sum(jnp.concatenate(parts, axis=1), receivers, num_segments=num_nodes)  # (N, o, C)
+    chunks = []
+    for o, k, d in plan.entries:
+        a = A[:, o : o + k * d].reshape(num_nodes, k, d, C)
+        chunks.append(jnp.swapaxes(a, 2, 3).reshape(num_nodes, k * C * d))
+    return e3nn.IrrepsArray(plan.irreps, jnp.concatenate(chunks, axis=-1))
+
+
+class SpeciesLinear(nn.Module):
+    """``e3nn.flax.Linear(irreps_out, force_irreps_out=True)(onehot, x)``: a linear map whose
+    weights depend on the species, with the same parameters (names, shapes, initialisation)
+    and values, computed as one matmul per species and path. e3nn forms a weight matrix per
+    atom (N × C_in × C_out) and a batched per-atom product, whose backward pass was the single
+    most expensive fusion of a MACE training step on CPU."""
+
+    irreps_out: str
+
+    @nn.compact
+    def __call__(self, onehot: jnp.ndarray, x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
+        from e3nn_jax._src.linear import FunctionalLinear, parse_gradient_normalization
+
+        x = x.remove_zero_chunks().regroup()
+        lin = FunctionalLinear(x.irreps, e3nn.Irreps(self.irreps_out).simplify())
+        gn = parse_gradient_normalization(None)
+        d = onehot.shape[-1]
+        alpha = 1.0 / d
+        oh = onehot.astype(x.dtype)
+        paths = []
+        for ins in lin.instructions:
+            if ins.i_in == -1:
+                raise AssertionError("SpeciesLinear has no biases")
+            name = f"w[{ins.i_in},{ins.i_out}] {lin.irreps_in[ins.i_in]},{lin.irreps_out[ins.i_out]}"
+            w = self.param(name, nn.initializers.normal(np.sqrt(alpha) ** (1.0 - gn) * ins.weight_std),
+                           (d,) + ins.path_shape, x.dtype)
+            chunk = x.chunks[ins.i_in]
+            if chunk is None:
+                paths.append(None)
+                continue
+            y = jnp.einsum("ns,nswi->nwi", oh, jnp.einsum("nui,suw->nswi", chunk, w))
+            paths.append(ins.path_weight * np.sqrt(alpha) ** gn * y)
+        return lin.aggregate_paths(paths, x.shape[:-1], x.dtype).rechunk(self.irreps_out)
 
 
 class MACEEnergy(nn.Module):
@@ -226,6 +345,7 @@ class MACEEnergy(nn.Module):
     readout_mlp: int = 16
     avg_num_neighbors: float = 1.0
     tp: str = "cg"
+    gaunt_layout: str = "dense"
 
     @nn.compact
     def __call__(self, positions, species, senders, receivers, edge_mask):
@@ -254,18 +374,19 @@ class MACEEnergy(nn.Module):
             skip = None
             if t > 0:  # species-dependent residual (MACE's skip tensor product with the one-hot)
                 # one-hot float weights, not integer indices: e3nn's indexed path casts to float32
-                skip = e3nn.flax.Linear(out_irreps, force_irreps_out=True, name=f"skip_{t}")(onehot, h)
+                skip = SpeciesLinear(str(out_irreps), name=f"skip_{t}")(onehot, h)
             h_up = e3nn.flax.Linear(h.irreps, name=f"linear_up_{t}")(h)
-            msg = _edge_sh_product(h_up[senders], Y, interaction_irreps)  # (E, paths·C)
-            mix = e3nn.flax.MultiLayerPerceptron(tuple(self.radial_mlp) + (msg.irreps.num_irreps,), act=jax.nn.silu,
+            plan = _edge_plan(str(h_up.mul_to_axis(C).irreps), str(Y.irreps), str(interaction_irreps), C)
+            mix = e3nn.flax.MultiLayerPerceptron(tuple(self.radial_mlp) + (plan.irreps.num_irreps,), act=jax.nn.silu,
                                                  output_activation=False, name=f"radial_{t}")(radial)
-            msg = msg * mix  # one learned radial weight per path and channel
-            A = e3nn.scatter_sum(msg, dst=receivers, output_size=N) / self.avg_num_neighbors
+            mix = mix.array if isinstance(mix, e3nn.IrrepsArray) else mix  # one weight per path and channel
+            A = edge_messages(plan, h_up, Y.array, mix, senders, receivers, N)
+            A = A / self.avg_num_neighbors
             A = e3nn.flax.Linear(interaction_irreps, force_irreps_out=True, name=f"linear_A_{t}")(A)
             if t == 0:  # MACE's first block mixes A per species (its skip_tp with the one-hot)
-                A = e3nn.flax.Linear(interaction_irreps, force_irreps_out=True, name="species_A_0")(onehot, A)
+                A = SpeciesLinear(str(interaction_irreps), name="species_A_0")(onehot, A)
             per_channel = str(e3nn.Irreps([(1, ir) for _, ir in out_irreps]))
-            B = SymmetricContraction(per_channel, self.correlation, self.num_species, self.tp,
+            B = SymmetricContraction(per_channel, self.correlation, self.num_species, self.tp, self.gaunt_layout,
                                      name=f"product_{t}")(A.mul_to_axis(C), species)
             h = e3nn.flax.Linear(out_irreps, force_irreps_out=True, name=f"linear_B_{t}")(B)
             if skip is not None:
@@ -305,6 +426,7 @@ class MACE(nn.Module):
     readout_mlp: int = 16
     avg_num_neighbors: float = 1.0
     tp: str = "cg"
+    gaunt_layout: str = "dense"
     learn_species_shift: bool = False
 
     @nn.compact
@@ -359,10 +481,12 @@ def build(cfg: dict, data) -> MACE:
     if abs(cutoff - float(stats["cutoff"])) > 1e-12:
         raise ConfigError(f"model.cutoff={cutoff} differs from data.cutoff={stats['cutoff']} (neighbour lists)")
     known = {"num_channels", "max_ell", "hidden_lmax", "num_interactions", "correlation", "num_bessel", "poly_p",
-             "radial_mlp", "readout_mlp", "scale_shift", "learn_species_shift"}
+             "radial_mlp", "readout_mlp", "scale_shift", "learn_species_shift", "gaunt_layout"}
     unknown = set(cfg) - known
     if unknown:
         raise ConfigError(f"model=mace: unknown keys {sorted(unknown)}")
+    if cfg.get("gaunt_layout", "dense") not in GAUNT_LAYOUTS:
+        raise ConfigError(f"model.gaunt_layout must be one of {list(GAUNT_LAYOUTS)}, got {cfg['gaunt_layout']!r}")
     use_scale_shift = cfg.pop("scale_shift", True)
     if "radial_mlp" in cfg:
         cfg["radial_mlp"] = tuple(int(n) for n in cfg["radial_mlp"])

@@ -145,12 +145,13 @@ def from_torus(g: jnp.ndarray, Lout: int, Lp: int, n_phi: int) -> jnp.ndarray:
 
 
 @functools.cache
-def torus_constants(L: int, Lp: int, n_phi: int) -> _folded.Folded:
+def torus_constants(L: int, Lp: int, n_phi: int, dense: bool = False) -> _folded.Folded:
     """Folded transforms of degree L on the half torus θ_i = 2πi/(2Lp+1), i = 0…Lp, × n_φ (even).
 
     Synthesis: the torus extension of ``B_l^|m|`` (signed sin θ) at θ_i. Analysis row of (l, m):
     ``R_i = ½ Σ_{u,u'} b_u' J(u+u') (1/N_θ)[e^{−iuθ_i} + (−1)^m e^{iuθ_i} (i ≥ 1)]`` — the torus
-    projection of the product's θ-DFT, whose samples at θ > π are those at 2π − θ with φ + π."""
+    projection of the product's θ-DFT, whose samples at θ > π are those at 2π − θ with φ + π.
+    ``dense=True`` returns the raw (B, row function) pair for :func:`torus_dense_constants`."""
     assert n_phi % 2 == 0, "the half-torus fold needs φ + π on the grid"
     Nt = 2 * Lp + 1
     theta = 2 * np.pi * np.arange(Lp + 1) / Nt
@@ -170,16 +171,35 @@ def torus_constants(L: int, Lp: int, n_phi: int) -> _folded.Folded:
         assert np.abs(R.imag).max() < 1e-12
         return R.real
 
-    return _folded.build(L, n_phi, Lp + 1, False, beta_syn=lambda l, m: B[l, abs(m)], beta_ana=ana)
+    return (B, ana) if dense else _folded.build(L, n_phi, Lp + 1, False, beta_syn=lambda l, m: B[l, abs(m)], beta_ana=ana)
 
 
-def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None):
+@functools.cache
+def torus_dense_constants(L: int, Lp: int, n_phi: int):
+    """Whole-grid matrices of :func:`torus_constants` (the ``dense=True`` layout): synthesis
+    ``Y[(l,m), (i,a)] = B_l^|m|(θ_i) A_m(φ_a)`` on the half torus and analysis
+    ``Yi[(i,a), (l,m)] = R_lm(i) A_m(φ_a)/n_φ`` (the same exact torus projection, unfolded in φ)."""
+    B, ana = torus_constants(L, Lp, n_phi, dense=True)
+    A = alpha_basis(L, 2 * np.pi * np.arange(n_phi) / n_phi)  # [m + L, a]
+    lm = [(l, m) for l in range(L + 1) for m in range(-l, l + 1)]
+    Y = np.stack([np.outer(B[l, abs(m)], A[m + L]).reshape(-1) for l, m in lm])
+    Yi = np.stack([np.outer(ana(l, m), A[m + L] / n_phi).reshape(-1) for l, m in lm], axis=1)
+    return Y, Yi
+
+
+def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None, dense=False):
     Lp = L1 + L2
     n_phi = L1 + L2 + Lout + 1
     if fft:
         g = to_torus(a1, L1, Lp, n_phi) * to_torus(a2, L2, Lp, n_phi)
         return from_torus(g, Lout, Lp, n_phi)
     n_phi += n_phi % 2
+    if dense:  # three GEMMs over the whole batch (no per-m blocks, no chunk loop)
+        Y1, Y2 = torus_dense_constants(L1, Lp, n_phi)[0], torus_dense_constants(L2, Lp, n_phi)[0]
+        Yo = torus_dense_constants(Lout, Lp, n_phi)[1]
+        dt = jnp.result_type(a1, a2)
+        g = (a1 @ jnp.asarray(Y1, dt)) * (a2 @ jnp.asarray(Y2, dt))
+        return g @ jnp.asarray(Yo, dt)
     lead = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1])
     flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1])
     c1, c2, co = (torus_constants(L, Lp, n_phi) for L in (L1, L2, Lout))
@@ -190,7 +210,8 @@ def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None):
 
 @TP_METHODS.register("gaunt_fourier")
 def gaunt_fourier_tensor_product(
-    x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, irreps_out=None, fft: bool = False, chunk: int | None = None
+    x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray, *, irreps_out=None, fft: bool = False, chunk: int | None = None,
+    dense: bool = False,
 ) -> e3nn.IrrepsArray:
     """Gaunt product via 2D Fourier coefficients and FFT convolution.
 
@@ -203,8 +224,12 @@ def gaunt_fourier_tensor_product(
         fft: the convolution by complex 2D FFTs on the full torus (True), or by folded dense
             DFTs on the half torus (False, the default: faster on CPU at L ≤ 10).
         chunk: batch columns per chunk of the default path (default: sized for the L2 cache).
+        dense: whole half-torus synthesis and analysis matrices, three matmuls over the batch
+            (O(L⁴) per product, no per-m blocks and no chunk loop): faster for the small degrees
+            of MACE's many-body product (L ≤ 4 on a grid of a few dozen points), where the
+            folded path's chunk loop costs more than it saves.
 
     Returns:
         [..., C x irreps_out] (sorted).
     """
-    return gaunt_apply(functools.partial(gaunt_fourier_core, fft=fft, chunk=chunk), x1, x2, irreps_out)
+    return gaunt_apply(functools.partial(gaunt_fourier_core, fft=fft, chunk=chunk, dense=dense), x1, x2, irreps_out)

@@ -53,3 +53,9 @@ def test_tp_override_and_bad_values(shared_data):
     cfg["model"]["tp"] = "fft"
     with pytest.raises(ConfigError, match="model.tp must be one of"):
         build_model(cfg, data)
+    cfg["model"]["tp"] = "gaunt_s2grid"
+    cfg["model"]["gaunt_layout"] = "sparse"
+    with pytest.raises(ConfigError, match="model.gaunt_layout must be one of"):
+        build_model(cfg, data)
+    cfg["model"]["gaunt_layout"] = "folded"
+    assert build_model(cfg, data).gaunt_layout == "folded"

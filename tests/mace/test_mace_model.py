@@ -184,3 +184,67 @@ def test_symmetric_contraction_matches_the_unfolded_cg_basis(x64):
                             jnp.float64).axis_to_mul().array
     assert float(np.abs(want).max()) > 1.0
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("h_irreps", ["0e", "0e+1o+2e"])
+def test_edge_messages_equal_the_e3nn_product_scatter(x64, h_irreps):
+    """``edge_messages`` (channels-last per-edge matmuls) equals e3nn's CG tensor product
+    h_j ⊗ Y_ij, times one radial weight per path and channel, summed on the receivers: the
+    same irreps, layout and values (so the radial MLP and everything after it are unchanged)."""
+    import e3nn_jax as e3nn
+
+    from equilab.models.mace import _edge_plan, _edge_sh_product, edge_messages
+
+    C, N, E, lmax = 3, 5, 11, 3
+    rng = np.random.default_rng(0)
+    h = e3nn.IrrepsArray(C * e3nn.Irreps(h_irreps), jnp.asarray(rng.normal(size=(N, C * e3nn.Irreps(h_irreps).dim))))
+    Y = e3nn.spherical_harmonics(list(range(lmax + 1)), e3nn.IrrepsArray("1o", jnp.asarray(rng.normal(size=(E, 3)))),
+                                 normalize=True,
+                                 normalization="component")
+    senders, receivers = jnp.asarray(rng.integers(0, N, E)), jnp.asarray(rng.integers(0, N, E))
+    filt = (C * Y.irreps).regroup()
+    ref_msg = _edge_sh_product(h[senders], Y, filt)
+    mix = jnp.asarray(rng.normal(size=(E, ref_msg.irreps.num_irreps)))
+    ref = e3nn.scatter_sum(ref_msg * mix, dst=receivers, output_size=N)
+    plan = _edge_plan(str(h.mul_to_axis(C).irreps), str(Y.irreps), str(filt), C)
+    got = jax.jit(lambda h, y, m: edge_messages(plan, h, y, m, senders, receivers, N))(h, Y.array, mix)
+    assert got.irreps == ref.irreps
+    assert float(jnp.abs(ref.array).max()) > 1.0
+    np.testing.assert_allclose(np.asarray(got.array), np.asarray(ref.array), rtol=1e-12, atol=1e-12)
+
+
+def test_species_linear_equals_e3nn_linear_with_weights(x64):
+    """``SpeciesLinear`` has e3nn.flax.Linear's parameters (same tree and initial values) and
+    computes the same map from (one-hot, x)."""
+    import e3nn_jax as e3nn
+
+    from equilab.models.mace import SpeciesLinear
+
+    rng = np.random.default_rng(1)
+    x = e3nn.IrrepsArray("4x0e+4x1o+4x2e", jnp.asarray(rng.normal(size=(7, 36))))
+    onehot = jax.nn.one_hot(jnp.asarray([0, 2, 1, 1, 0, 2, 2]), 3, dtype=jnp.float64)
+    out = "4x0e+4x1o+4x2e+4x3o"  # 3o has no input path: zeros, as with force_irreps_out
+    ref_mod = e3nn.flax.Linear(out, force_irreps_out=True)
+    new_mod = SpeciesLinear(out)
+    p_ref = ref_mod.init(jax.random.PRNGKey(3), onehot, x)
+    p_new = new_mod.init(jax.random.PRNGKey(3), onehot, x)
+    assert jax.tree.structure(p_ref) == jax.tree.structure(p_new)
+    for a, b in zip(jax.tree.leaves(p_ref), jax.tree.leaves(p_new)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    p = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), p_ref)
+    want, got = ref_mod.apply(p, onehot, x), new_mod.apply(p, onehot, x)
+    assert got.irreps == want.irreps
+    np.testing.assert_allclose(np.asarray(got.array), np.asarray(want.array), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tp", ["gaunt_s2grid", "gaunt_fourier"])
+def test_gaunt_layouts_give_the_same_model(tp, x64):
+    """``model.gaunt_layout=dense`` (MACE's default) and ``folded`` compute the same energies and
+    forces with the same parameters."""
+    model, params, fn = _model_and_fn(tp)
+    folded = model.clone(gaunt_layout="folded")
+    b = _batch(_molecule(3))
+    a, f = fn(params, b), jax.jit(folded.apply)(params, b)
+    np.testing.assert_allclose(np.asarray(a["energy"]), np.asarray(f["energy"]), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(a["forces"]), np.asarray(f["forces"]), rtol=1e-9, atol=1e-10)

@@ -35,3 +35,21 @@ def test_tiny_tp_bench_writes_rows_and_its_log_parses_back(tmp_path, capsys):
         [(r["method"], r["L"], r["pass_"], r["n"]) for r in result["rows"]]
     for p, r in zip(parsed, result["rows"]):
         assert abs(p["median_ms"] - r["median_ms"]) <= 5e-4 + 1e-3 * r["median_ms"]
+
+
+def test_every_gaunt_bench_method_computes_the_same_product(x64):
+    """The bench's method names (library defaults and the layout variants it times side by side)
+    all compute the same Gaunt product of s2_irreps(L) ⊗ s2_irreps(L) → s2_irreps(2L)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from equilab.bench import product_fn
+
+    L = 2
+    a1, a2 = (jax.random.normal(jax.random.PRNGKey(i), (4, (L + 1) ** 2), jnp.float64) for i in (0, 1))
+    ref = np.asarray(product_fn("gaunt_s2grid_unfolded", L)(a1, a2))
+    assert np.abs(ref).max() > 0.1
+    for m in ["gaunt_s2grid", "gaunt_s2grid_dense", "gaunt_s2grid_fft", "gaunt_fourier", "gaunt_fourier_dense",
+              "gaunt_fourier_fft"]:
+        np.testing.assert_allclose(np.asarray(product_fn(m, L)(a1, a2)), ref, rtol=1e-10, atol=1e-12, err_msg=m)

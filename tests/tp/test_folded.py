@@ -128,3 +128,14 @@ def test_dense_grid_layout_equals_unfolded(x64, L1, L2, Lout, lead, chunk):
     assert relative_error(out, ref) < 1e-13
     nb, na = gs.grid_size(L1, L2, Lout)
     assert relative_error(gs.gaunt_grid_core(a1, L1, a2, L2, Lout, dense=True, n_beta=nb + 1, n_alpha=na + 2), ref) < 1e-13
+
+
+@pytest.mark.parametrize("L1,L2,Lout,lead,chunk", CASES)
+def test_dense_torus_layout_equals_fft(x64, L1, L2, Lout, lead, chunk):
+    """``gaunt_fourier`` with ``dense=True`` (half-torus matrices, three matmuls) is the same
+    exact product as the complex 2D FFT convolution on the full torus."""
+    a1, a2 = _coeffs(L1, L2, lead, seed=3)
+    ref = gf.gaunt_fourier_core(a1, L1, a2, L2, Lout, fft=True)
+    out = jax.jit(lambda a, b: gf.gaunt_fourier_core(a, L1, b, L2, Lout, dense=True))(a1, a2)
+    assert out.shape == ref.shape
+    assert relative_error(out, ref) < 1e-12
