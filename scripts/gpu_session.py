@@ -172,7 +172,7 @@ def plan_bench(a, st: Stages, common, end):
     smoke = a.smoke
     tp = ["-c", "import sys; from equilab.bench import main; sys.argv = ['equilab-bench'] + sys.argv[1:]; main()", "tp",
           f"out_dir={a.out_dir}/tp", "tag=gpu", "expressivity.enabled=false",
-          "methods=[cg,gaunt_s2grid,gaunt_s2grid_dense,gaunt_s2grid_fft,gaunt_fourier,e3nn_dense,e3nn_grid]"]
+          "methods=[cg,gaunt_s2grid,gaunt_s2grid_dense,gaunt_s2grid_fft,gaunt_fourier,gaunt_fourier_dense,e3nn_dense,e3nn_grid]"]
     # session 11 reached only L = 6 in ~170 s (compiling dominates): fewer L, up to the anchors' L = 10
     tp += (["Ls=[1,2]", "escn.Ls=[1]", "repeats=2", "batches=[100]"] if smoke
            else ["Ls=[2,6,8,10]", "escn.Ls=[2,4,6]", "backward_max_L.e3nn_grid=10"])
