@@ -8,7 +8,8 @@ Each run directory must hold eval.json (written at the end of training or by equ
 config.json and metrics.jsonl. One record per test set and metric (``energy_rmse``,
 ``force_rmse``, ``energy_mae``, ``force_mae``; meV and meV/Å). ``test_set`` is the data set's
 name for the file (AcAc ``test_MD_300K``...; rMD17 ``<molecule>/test_01``). A later run of the
-same (test set, tp, channels, precision, lr schedule, epochs) replaces the earlier record.
+same (test set, tp, channels, precision, lr schedule, epochs) replaces the earlier record, unless
+``--tag`` sets it apart (e.g. the same recipe rerun with faster code).
 """
 import argparse
 import json
@@ -83,6 +84,8 @@ def main():
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--hardware", default="2-core CPU, 1 core")
     ap.add_argument("--command", default=None, help="the command (default: rebuilt from config.json)")
+    ap.add_argument("--tag", default=None, help="kept beside (not replacing) an earlier run of the same key, e.g. "
+                    "a rerun with newer code; appended to the key and the budget text")
     a = ap.parse_args()
     folder = Path(a.experiment)
     kind = folder.name
@@ -94,8 +97,8 @@ def main():
     for run in map(Path, a.runs):
         ev = json.loads((run / "eval.json").read_text())
         cfg = json.loads((run / "config.json").read_text())
-        key = run_key(cfg)
-        b = budget(run, cfg, a.hardware).replace("{best}", str(ev["best_step"]))
+        key = run_key(cfg) + (f"/{a.tag}" if a.tag else "")
+        b = budget(run, cfg, a.hardware).replace("{best}", str(ev["best_step"])) + (f"; {a.tag}" if a.tag else "")
         cmd = a.command or command_of(run)
         for k, v in ev.items():
             if "/" not in k:
