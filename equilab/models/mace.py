@@ -236,7 +236,7 @@ class EdgePlan:
         h1, y = e3nn.Irreps(h1), e3nn.Irreps(y)
         eye1, eyey = np.eye(h1.dim), np.eye(y.dim)
         # concrete float64 constants even when first called under jit or with x64 off
-        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+        with jax.ensure_compile_time_eval(), _x64():
             out = e3nn.tensor_product(e3nn.IrrepsArray(h1, eye1[:, None, :]), e3nn.IrrepsArray(y, eyey[None, :, :]),
                                       filter_ir_out=e3nn.Irreps(filter_out))
             self.T = np.asarray(out.array, np.float64)  # (i, j, o)
@@ -252,6 +252,15 @@ class EdgePlan:
         self.num_paths = p
         self.entries = entries
         self.channels = C
+
+
+def _x64():
+    """Context with float64 enabled (``jax.enable_x64``; ``jax.experimental.enable_x64`` on older JAX)."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
 
 
 @functools.cache
