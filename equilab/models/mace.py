@@ -385,7 +385,8 @@ class MACEEnergy(nn.Module):
                 # one-hot float weights, not integer indices: e3nn's indexed path casts to float32
                 skip = SpeciesLinear(str(out_irreps), name=f"skip_{t}")(onehot, h)
             h_up = e3nn.flax.Linear(h.irreps, name=f"linear_up_{t}")(h)
-            plan = _edge_plan(str(h_up.mul_to_axis(C).irreps), str(Y.irreps), str(interaction_irreps), C)
+            h1 = str(e3nn.Irreps([(1, ir) for _, ir in h_up.irreps]))  # the irreps of one channel
+            plan = _edge_plan(h1, str(Y.irreps), str(interaction_irreps), C)
             mix = e3nn.flax.MultiLayerPerceptron(tuple(self.radial_mlp) + (plan.irreps.num_irreps,), act=jax.nn.silu,
                                                  output_activation=False, name=f"radial_{t}")(radial)
             mix = mix.array if isinstance(mix, e3nn.IrrepsArray) else mix  # one weight per path and channel
