@@ -214,13 +214,6 @@ class SymmetricContraction(nn.Module):
                                method=self.tp, layout=self.gaunt_layout)
 
 
-def _edge_sh_product(h: e3nn.IrrepsArray, Y: e3nn.IrrepsArray, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
-    """Channel-wise product h_j ⊗ Y(r̂_ij) (CG, MACE's "uvu" paths), every path (l1, l2 → l3)
-    kept as its own block of C channels so the radial MLP weights each path and channel.
-    The reference (e3nn) form of :func:`edge_messages`; the model uses the latter."""
-    return e3nn.tensor_product(h, Y, filter_ir_out=irreps_out)
-
-
 class EdgePlan:
     """Constants of :func:`edge_messages` for per-channel irreps ``h1`` (e.g. 0e+1o+2e), edge
     harmonics ``y`` and an output filter, C channels.
@@ -272,7 +265,8 @@ def edge_messages(plan: EdgePlan, h: e3nn.IrrepsArray, Y: jnp.ndarray, mix: jnp.
                   num_nodes: int) -> e3nn.IrrepsArray:
     """A_i = Σ_j R_ij ⊙ (h_j ⊗ Y_ij): the radially weighted edge products summed on receivers.
 
-    Equal to ``e3nn.scatter_sum(_edge_sh_product(h, Y, f) * R, dst=receivers)``, computed with
+    Equal to ``e3nn.scatter_sum(e3nn.tensor_product(h[senders], Y, filter_ir_out=f) * R, dst=receivers)``
+    (MACE's channel-wise "uvu" product, every path its own block of C channels), computed with
     the channels last, as one small matmul per edge instead of one CG einsum per path:
     M_e = Σ_j Y_ej T[:, j, :] (edges × o × i), msg_eoc = Σ_i M_eoi h_{s(e)ic}, then each path's
     radial weights broadcast over its 2l+1 columns (no per-column gather, no edge-level transposes;

@@ -72,6 +72,33 @@ def alpha_basis(lmax: int, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
+def whole_grid_matrices(L: int, n_alpha: int, beta_syn, beta_ana):
+    """Synthesis and analysis matrices of degree L on a (β nodes) × (n_α uniform α) product grid,
+    unfolded (the ``dense=True`` layout of the Gaunt methods).
+
+    Args:
+        beta_syn(l, m), beta_ana(l, m): [n_b] β factor of Y_lm at the nodes, and its analysis row
+            (quadrature weights included), as for :func:`equilab.tp._folded.build`.
+    Returns:
+        Y: [(L+1)², n_b·n_α], ``Y[lm, (b, a)] = beta_syn(l, m)[b] A_m(α_a)``: f on the grid is ``a @ Y``;
+        Yi: [n_b·n_α, (L+1)²], ``beta_ana(l, m)[b] A_m(α_a)/n_α``: the coefficients of g are ``g @ Yi``.
+    """
+    A = alpha_basis(L, 2 * np.pi * np.arange(n_alpha) / n_alpha)
+    lm = [(l, m) for l in range(L + 1) for m in range(-l, l + 1)]
+    Y = np.stack([np.outer(beta_syn(l, m), A[m + L]).reshape(-1) for l, m in lm])
+    Yi = np.stack([np.outer(beta_ana(l, m), A[m + L] / n_alpha).reshape(-1) for l, m in lm], axis=1)
+    return Y, Yi
+
+
+def whole_grid_product(a1, a2, Y1: np.ndarray, Y2: np.ndarray, Yo: np.ndarray):
+    """Gaunt product through whole-grid matrices: three matmuls over the batch,
+    ``((a1 @ Y1) ⊙ (a2 @ Y2)) @ Yo`` (Y1, Y2 synthesis, Yo analysis; :func:`whole_grid_matrices`)."""
+    import jax.numpy as jnp
+
+    dt = jnp.result_type(a1, a2)
+    return ((a1 @ jnp.asarray(Y1, dt)) * (a2 @ jnp.asarray(Y2, dt))) @ jnp.asarray(Yo, dt)
+
+
 def odd_at_least(n: int) -> int:
     return n if n % 2 == 1 else n + 1
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from equilab.registry import TP_METHODS
 from equilab.tp import _folded
-from equilab.tp._common import alpha_basis, legendre_table
+from equilab.tp._common import alpha_basis, legendre_table, whole_grid_matrices, whole_grid_product
 from equilab.tp._gaunt import gaunt_apply
 
 
@@ -144,14 +144,13 @@ def from_torus(g: jnp.ndarray, Lout: int, Lp: int, n_phi: int) -> jnp.ndarray:
     return y.reshape(y.shape[:-2] + (-1,))[..., inv]
 
 
-@functools.cache
-def torus_constants(L: int, Lp: int, n_phi: int, dense: bool = False) -> _folded.Folded:
-    """Folded transforms of degree L on the half torus θ_i = 2πi/(2Lp+1), i = 0…Lp, × n_φ (even).
+def torus_rows(L: int, Lp: int, n_phi: int):
+    """β factors of degree L on the half torus θ_i = 2πi/(2Lp+1), i = 0…Lp (n_φ even):
+    ``(syn(l, m), ana(l, m))``, each [Lp+1].
 
     Synthesis: the torus extension of ``B_l^|m|`` (signed sin θ) at θ_i. Analysis row of (l, m):
     ``R_i = ½ Σ_{u,u'} b_u' J(u+u') (1/N_θ)[e^{−iuθ_i} + (−1)^m e^{iuθ_i} (i ≥ 1)]`` — the torus
-    projection of the product's θ-DFT, whose samples at θ > π are those at 2π − θ with φ + π.
-    ``dense=True`` returns the raw (B, row function) pair for :func:`torus_dense_constants`."""
+    projection of the product's θ-DFT, whose samples at θ > π are those at 2π − θ with φ + π."""
     assert n_phi % 2 == 0, "the half-torus fold needs φ + π on the grid"
     Nt = 2 * Lp + 1
     theta = 2 * np.pi * np.arange(Lp + 1) / Nt
@@ -171,20 +170,22 @@ def torus_constants(L: int, Lp: int, n_phi: int, dense: bool = False) -> _folded
         assert np.abs(R.imag).max() < 1e-12
         return R.real
 
-    return (B, ana) if dense else _folded.build(L, n_phi, Lp + 1, False, beta_syn=lambda l, m: B[l, abs(m)], beta_ana=ana)
+    return lambda l, m: B[l, abs(m)], ana
+
+
+@functools.cache
+def torus_constants(L: int, Lp: int, n_phi: int) -> _folded.Folded:
+    """Folded transforms of degree L on the half torus (:func:`torus_rows`) × n_φ (even)."""
+    syn, ana = torus_rows(L, Lp, n_phi)
+    return _folded.build(L, n_phi, Lp + 1, False, beta_syn=syn, beta_ana=ana)
 
 
 @functools.cache
 def torus_dense_constants(L: int, Lp: int, n_phi: int):
-    """Whole-grid matrices of :func:`torus_constants` (the ``dense=True`` layout): synthesis
-    ``Y[(l,m), (i,a)] = B_l^|m|(θ_i) A_m(φ_a)`` on the half torus and analysis
-    ``Yi[(i,a), (l,m)] = R_lm(i) A_m(φ_a)/n_φ`` (the same exact torus projection, unfolded in φ)."""
-    B, ana = torus_constants(L, Lp, n_phi, dense=True)
-    A = alpha_basis(L, 2 * np.pi * np.arange(n_phi) / n_phi)  # [m + L, a]
-    lm = [(l, m) for l in range(L + 1) for m in range(-l, l + 1)]
-    Y = np.stack([np.outer(B[l, abs(m)], A[m + L]).reshape(-1) for l, m in lm])
-    Yi = np.stack([np.outer(ana(l, m), A[m + L] / n_phi).reshape(-1) for l, m in lm], axis=1)
-    return Y, Yi
+    """Whole-grid matrices of the half torus (the ``dense=True`` layout): synthesis
+    ``Y[(l,m), (i,a)] = B_l^|m|(θ_i) A_m(φ_a)`` and analysis ``Yi[(i,a), (l,m)] = R_lm(i) A_m(φ_a)/n_φ``
+    (the same exact torus projection, unfolded in φ)."""
+    return whole_grid_matrices(L, n_phi, *torus_rows(L, Lp, n_phi))
 
 
 def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None, dense=False):
@@ -195,11 +196,8 @@ def gaunt_fourier_core(a1, L1, a2, L2, Lout, *, fft=False, chunk=None, dense=Fal
         return from_torus(g, Lout, Lp, n_phi)
     n_phi += n_phi % 2
     if dense:  # three GEMMs over the whole batch (no per-m blocks, no chunk loop)
-        Y1, Y2 = torus_dense_constants(L1, Lp, n_phi)[0], torus_dense_constants(L2, Lp, n_phi)[0]
-        Yo = torus_dense_constants(Lout, Lp, n_phi)[1]
-        dt = jnp.result_type(a1, a2)
-        g = (a1 @ jnp.asarray(Y1, dt)) * (a2 @ jnp.asarray(Y2, dt))
-        return g @ jnp.asarray(Yo, dt)
+        return whole_grid_product(a1, a2, torus_dense_constants(L1, Lp, n_phi)[0],
+                                  torus_dense_constants(L2, Lp, n_phi)[0], torus_dense_constants(Lout, Lp, n_phi)[1])
     lead = jnp.broadcast_shapes(a1.shape[:-1], a2.shape[:-1])
     flat = lambda a: jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1])
     c1, c2, co = (torus_constants(L, Lp, n_phi) for L in (L1, L2, Lout))

@@ -27,7 +27,8 @@ import numpy as np
 
 from equilab.registry import TP_METHODS
 from equilab.tp import _folded
-from equilab.tp._common import alpha_basis, gauss_legendre, legendre_table, odd_at_least
+from equilab.tp._common import (alpha_basis, gauss_legendre, legendre_table, odd_at_least, whole_grid_matrices,
+                                whole_grid_product)
 from equilab.tp._gaunt import gaunt_apply
 
 
@@ -131,11 +132,8 @@ def dense_constants(L: int, n_beta: int, n_alpha: int) -> Tuple[np.ndarray, np.n
         Y: [(L+1)², n_β·n_α], ``Y[lm, (b, a)] = B_l^|m|(z_b) A_m(α_a)``: f on the grid is ``a @ Y``;
         Yi: [n_β·n_α, (L+1)²], the quadrature-weighted transpose: ``(1/4π)∫ g Y_lm dΩ = g @ Yi``.
     """
-    P, Q, A, Ai = grid_constants(L, n_beta, n_alpha)
-    lm = [(l, m) for l in range(L + 1) for m in range(-l, l + 1)]
-    Y = np.stack([np.outer(P[m + L, l], A[m + L]).reshape(-1) for l, m in lm])
-    Yi = np.stack([np.outer(Q[m + L, l], Ai[:, m + L]).reshape(-1) for l, m in lm], axis=1)
-    return Y, Yi
+    P, Q, _, _ = grid_constants(L, n_beta, n_alpha)
+    return whole_grid_matrices(L, n_alpha, lambda l, m: P[m + L, l], lambda l, m: Q[m + L, l])
 
 
 @functools.cache
@@ -167,10 +165,8 @@ def gaunt_grid_core(a1, L1, a2, L2, Lout, *, n_beta=None, n_alpha=None, fft=Fals
     nb = n_beta or nb
     if dense:  # three GEMMs over the whole batch: O(L⁴) per product, no per-m blocks, no loop
         na = n_alpha or na
-        Y1, Y2, Yo = dense_constants(L1, nb, na)[0], dense_constants(L2, nb, na)[0], dense_constants(Lout, nb, na)[1]
-        dt = jnp.result_type(a1, a2)
-        g = (a1 @ jnp.asarray(Y1, dt)) * (a2 @ jnp.asarray(Y2, dt))
-        return g @ jnp.asarray(Yo, dt)
+        return whole_grid_product(a1, a2, dense_constants(L1, nb, na)[0], dense_constants(L2, nb, na)[0],
+                                  dense_constants(Lout, nb, na)[1])
     if n_alpha:
         na = n_alpha
     elif fold and not fft:
