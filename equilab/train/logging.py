@@ -12,7 +12,7 @@ from typing import Dict, Optional
 log = logging.getLogger("equilab")
 
 # Keys that depend on wall-clock time, not on the computation (excluded when runs are compared).
-TIMING_KEYS = ("steps_per_s", "time_s", "eval_time_s")
+TIMING_KEYS = ("steps_per_s", "time_s", "eval_time_s", "elapsed_s")
 
 
 def _clean(v):

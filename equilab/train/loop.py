@@ -24,7 +24,7 @@ from equilab.errors import ConfigError, EquilabError
 from equilab.train.checkpoint import Checkpoints, restore_state_readonly
 from equilab.train.factories import build_data, build_model, build_task, check_names
 from equilab.train.logging import MetricsLogger, plot_curves
-from equilab.train.optim import Plateau, build_optimizer
+from equilab.train.optim import Plateau, anneal_settings, build_optimizer, time_anneal_factor
 from equilab.train.state import create_state, make_eval_step, make_train_step
 
 log = logging.getLogger("equilab")
@@ -97,7 +97,7 @@ class Trainer:
         if self.dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ConfigError("trainer.precision=float64 needs jax_enable_x64 (set by the entry point before tracing)")
         for key in ("max_steps", "max_epochs", "eval_every", "eval_every_epochs", "log_every", "ckpt_every", "devices",
-                    "steps_per_call", "time_limit_s"):
+                    "steps_per_call", "time_limit_s", "time_budget_s"):
             _int(t, key)  # fail on a wrong type before any data is loaded
         check_names(cfg)
         self.data = build_data(cfg)
@@ -120,6 +120,9 @@ class Trainer:
         self.time_limit_s = _int(t, "time_limit_s")
         if self.time_limit_s is not None and self.time_limit_s < 0:
             raise ConfigError(f"trainer.time_limit_s={self.time_limit_s} must be >= 0")
+        self.time_budget_s = _int(t, "time_budget_s")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"trainer.time_budget_s={self.time_budget_s} must be > 0")
         self.monitor = t.get("monitor", "valid/loss")
         self.init_from = t.get("init_from")
         self.init_from_checkpoint = t.get("init_from_checkpoint") or "latest"
@@ -130,6 +133,13 @@ class Trainer:
         self.ema_decay = float(o["ema"]) if o.get("ema") not in (None, False, 0) else None
         self.tx = build_optimizer(o, self.max_steps)
         sched = dict(o.get("schedule") or {})
+        anneal = anneal_settings(sched)
+        self.time_anneal = anneal[:2] if anneal is not None and anneal[2] == "time" else None
+        if self.time_anneal is not None and self.time_budget_s is None:
+            raise ConfigError("optim.schedule.anneal_by=time anneals over the last fraction of trainer.time_budget_s; "
+                              "set trainer.time_budget_s (seconds) or use anneal_by=steps")
+        self.time_scale = 1.0
+        self.clock = time.perf_counter  # wall clock of the time budget and limit (tests put a fake one here)
         self.plateau = Plateau(sched.get("patience", 10), sched.get("factor", 0.5), sched.get("min_scale", 0.0)) \
             if sched.get("name") == "plateau" else None
         self.sharder = Sharder(_int(t, "devices"))
@@ -174,6 +184,7 @@ class Trainer:
         loop = {"best": math.inf, "best_step": -1, "epoch": 0}
         restored = ckpt.restore("latest", jax.eval_shape(lambda: state))
         start = 0
+        loop["elapsed_s"] = 0.0
         if restored is not None:
             state, meta, start = restored
             loop.update(meta.get("loop", {}))
@@ -189,6 +200,7 @@ class Trainer:
         state = self.sharder.replicate(state)
         if self.plateau:
             state = self._set_lr_scale(state, self.plateau.scale)
+        elapsed0 = float(loop["elapsed_s"])  # seconds spent by earlier legs (trainer.time_budget_s)
         logger = MetricsLogger(self.run_dir, self.cfg.get("logger", {}), self.cfg, resume_step=start)
         step = start
         bar = None
@@ -197,10 +209,18 @@ class Trainer:
 
             bar = tqdm(total=self.max_steps, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
         window, t_window = [], time.perf_counter()
-        t_fit = t_window
+        t_fit = self.clock()
+        elapsed = lambda: elapsed0 + (self.clock() - t_fit)  # noqa: E731
+        over_budget = lambda: self.time_budget_s is not None and elapsed() >= self.time_budget_s  # noqa: E731
+        spent = over_budget() and step < self.max_steps
+        if spent:
+            log.info("trainer.time_budget_s=%d was spent by earlier legs (%.0f s): not training further",
+                     self.time_budget_s, elapsed0)
         batches = self._batches_from(start)
         try:
-            while step < self.max_steps:
+            while step < self.max_steps and not spent:
+                if self.time_anneal is not None:
+                    state = self._set_time_scale(state, elapsed() / self.time_budget_s)
                 # a chunk of up to steps_per_call steps that never crosses a log/eval/checkpoint
                 # boundary, so chunks (and results) are the same whether or not the run resumed
                 n = min(self.steps_per_call, self._next_boundary(step) - step)
@@ -218,13 +238,27 @@ class Trainer:
                         bar.set_postfix(loss=f"{rec['train/loss']:.4g}", it_s=f"{rec['steps_per_s']:.1f}")
                 if is_eval:
                     state = self._validate(state, step, loop, logger, ckpt)
+                spent = step < self.max_steps and over_budget()
+                if spent:
+                    # the whole run's time budget is spent: end here as at max_steps (validate the
+                    # last weights, checkpoint them); a re-run finds the budget spent and only tests
+                    if window:
+                        logger.log(step, self._flush(window, state, step, t_window))
+                        window = []
+                    if not is_eval:
+                        state = self._validate(state, step, loop, logger, ckpt)
+                    is_ckpt = True
+                    log.info("trainer.time_budget_s=%d spent at step %d of %d: training ends here",
+                             self.time_budget_s, step, self.max_steps)
+                    logger.log(step, {"stopped_by_time_budget": 1.0, "elapsed_s": elapsed()})
                 if is_ckpt:
                     loop["epoch"] = step // self.data.steps_per_epoch
+                    loop["elapsed_s"] = elapsed()
                     ckpt.save("latest", step, state, self._meta(loop))
-                    # wall-clock budget (e.g. a SLURM or device lease): stop at a checkpoint, so the
-                    # same command resumes the run; finish() still tests the best checkpoint
-                    if (self.time_limit_s is not None and step < self.max_steps
-                            and time.perf_counter() - t_fit >= self.time_limit_s):
+                    # wall-clock limit of this invocation (e.g. a SLURM or device lease): stop at a
+                    # checkpoint, so the same command resumes the run; finish() still tests the best
+                    if (self.time_limit_s is not None and step < self.max_steps and not spent
+                            and self.clock() - t_fit >= self.time_limit_s):
                         log.info("trainer.time_limit_s=%d reached at step %d of %d: stopping (re-run to resume)",
                                  self.time_limit_s, step, self.max_steps)
                         logger.log(step, {"stopped_by_time_limit": 1.0})
@@ -286,6 +320,12 @@ class Trainer:
         # the restored tree has this run's structure, so its EMA is {} exactly when this run keeps none
         return create_state(src.params, self.tx, False).replace(ema_params=src.ema_params)
 
+    def _set_time_scale(self, state, frac: float):
+        """``anneal_by=time``: the learning-rate multiplier for the fraction ``frac`` of the time
+        budget spent, on top of the plateau scale."""
+        self.time_scale = time_anneal_factor(frac, *self.time_anneal)
+        return self._set_lr_scale(state, (self.plateau.scale if self.plateau else 1.0) * self.time_scale)
+
     def _set_lr_scale(self, state, scale):
         hp = dict(state.opt_state.hyperparams)
         hp["lr_scale"] = jnp.asarray(scale, dtype=jnp.asarray(hp["lr_scale"]).dtype)
@@ -301,7 +341,7 @@ class Trainer:
         rec = {f"train/{k}": float(np.mean(np.concatenate([m[k] for m in ms]))) for k in ms[0]}
         dt = time.perf_counter() - t0
         rec["steps_per_s"] = sum(len(m["loss"]) for m in ms) / max(dt, 1e-9)
-        rec["lr_scale"] = float(self.plateau.scale) if self.plateau else 1.0
+        rec["lr_scale"] = (float(self.plateau.scale) if self.plateau else 1.0) * self.time_scale
         return rec
 
     def _validate(self, state, step, loop, logger, ckpt):
@@ -314,7 +354,7 @@ class Trainer:
         metrics["eval_time_s"] = time.perf_counter() - t0
         logger.log(step, metrics)
         if self.plateau:
-            state = self._set_lr_scale(state, self.plateau.update(value))
+            state = self._set_lr_scale(state, self.plateau.update(value) * self.time_scale)
         if value < loop["best"]:
             loop["best"], loop["best_step"] = float(value), int(step)
             ckpt.save("best", step, state, self._meta(loop))

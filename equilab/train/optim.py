@@ -5,6 +5,8 @@ between evaluations without recompiling, and the schedule state is part of the c
 """
 from __future__ import annotations
 
+import math
+
 import optax
 
 from equilab.errors import ConfigError
@@ -36,15 +38,18 @@ def learning_rate_schedule(cfg: dict, total_steps: int):
     return _with_final_anneal(base, sched, total_steps)
 
 
-def _with_final_anneal(base, sched: dict, total_steps: int):
-    """``schedule.anneal_fraction`` f (with ``anneal_to`` s, default 0.01): over the last f of the
-    planned steps the learning rate is multiplied by a cosine going from 1 to s.  It is the
-    budget-bound stand-in for the learning-rate decay a long plateau schedule reaches on its own
-    (a time-limited CPU run at a constant rate never triggers it).  The anneal starts at step
-    ``round((1 - f) * total_steps)``, so raising ``trainer.max_epochs`` on resume moves it."""
+def anneal_settings(sched: dict):
+    """``(f, to, by)`` of ``schedule.anneal_fraction`` / ``anneal_to`` / ``anneal_by``, checked;
+    ``None`` when there is no final anneal."""
     f = sched.get("anneal_fraction")
+    by = sched.get("anneal_by", "steps") or "steps"
+    if by not in ("steps", "time"):
+        raise ConfigError(f"optim.schedule.anneal_by={by!r}; choose steps (the last fraction of the planned steps) "
+                          f"or time (the last fraction of trainer.time_budget_s)")
     if f in (None, 0, 0.0):
-        return base
+        if by == "time":
+            raise ConfigError("optim.schedule.anneal_by=time needs optim.schedule.anneal_fraction (e.g. 0.3)")
+        return None
     try:
         f, to = float(f), float(sched.get("anneal_to", 0.01))
     except (TypeError, ValueError):
@@ -54,6 +59,32 @@ def _with_final_anneal(base, sched: dict, total_steps: int):
         raise ConfigError(f"optim.schedule.anneal_fraction={f} must be in (0, 1]")
     if not 0.0 <= to <= 1.0:
         raise ConfigError(f"optim.schedule.anneal_to={to} must be in [0, 1]")
+    return f, to, by
+
+
+def time_anneal_factor(frac: float, f: float, to: float) -> float:
+    """The learning-rate multiplier of ``anneal_by=time`` after the fraction ``frac`` of the time
+    budget: 1 until ``1 - f``, then a cosine from 1 down to ``to`` at ``frac = 1`` (held there
+    after)."""
+    start = 1.0 - f
+    if frac <= start:
+        return 1.0
+    u = min((frac - start) / f, 1.0)
+    return to + (1.0 - to) * 0.5 * (1.0 + math.cos(math.pi * u))
+
+
+def _with_final_anneal(base, sched: dict, total_steps: int):
+    """``schedule.anneal_fraction`` f (with ``anneal_to`` s, default 0.01): over the last f of the
+    planned steps the learning rate is multiplied by a cosine going from 1 to s.  It is the
+    budget-bound stand-in for the learning-rate decay a long plateau schedule reaches on its own
+    (a time-limited CPU run at a constant rate never triggers it).  The anneal starts at step
+    ``round((1 - f) * total_steps)``, so raising ``trainer.max_epochs`` on resume moves it.
+    With ``anneal_by=time`` the anneal follows the wall clock instead (``time_anneal_factor``,
+    applied by the trainer through ``lr_scale``), and the step schedule is left as it is."""
+    settings = anneal_settings(sched)
+    if settings is None or settings[2] == "time":
+        return base
+    f, to, _ = settings
     start = int(round((1.0 - f) * total_steps))
     length = max(total_steps - start, 1)
     factor = optax.join_schedules([optax.constant_schedule(1.0), optax.cosine_decay_schedule(1.0, length, alpha=to)],

@@ -30,3 +30,14 @@ def test_final_anneal_composes_with_warmup_and_cosine():
 def test_final_anneal_bad_values_name_the_field(sched, field):
     with pytest.raises(ConfigError, match=f"optim.schedule.{field}"):
         learning_rate_schedule({"lr": 0.01, "schedule": {"name": "plateau", **sched}}, 100)
+
+
+def test_time_anneal_factor_and_the_step_schedule_it_leaves_alone():
+    from equilab.train.optim import time_anneal_factor
+
+    vals = [time_anneal_factor(u, 0.4, 0.05) for u in (0.0, 0.6, 0.8, 1.0, 1.3)]
+    np.testing.assert_allclose(vals, [1.0, 1.0, 0.05 + 0.95 * 0.5, 0.05, 0.05], rtol=1e-12)
+    # anneal_by=time: the step schedule has no final anneal (the trainer applies it by the clock)
+    cfg = {"lr": 0.01, "schedule": {"name": "plateau", "anneal_fraction": 0.25, "anneal_to": 0.1, "anneal_by": "time"}}
+    lr = learning_rate_schedule(cfg, 1000)
+    assert float(lr(1000)) == pytest.approx(0.01)

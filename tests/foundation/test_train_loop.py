@@ -269,3 +269,91 @@ def test_init_from_errors_name_the_override(tiny_cfg, tmp_path):
     bad["trainer"]["init_from_checkpoint"] = "first"
     with pytest.raises(ConfigError, match="trainer.init_from_checkpoint='first'"):
         Trainer(bad, tmp_path / "d")
+
+
+class _FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _budget_trainer(cfg, run_dir, seconds_per_step=1.0):
+    """A Trainer whose wall clock is fake and advances ``seconds_per_step`` per trained step."""
+    tr = Trainer(cfg, run_dir)
+    tr.clock = clock = _FakeClock()
+    inner = tr.run_chunk
+
+    def run_chunk(state, chunk):
+        out = inner(state, chunk)
+        clock.t += seconds_per_step * len(chunk)
+        return out
+
+    tr.run_chunk = run_chunk
+    return tr
+
+
+def _budget_cfg(tiny_cfg, **trainer):
+    cfg = json.loads(json.dumps(tiny_cfg))
+    cfg["trainer"].update(time_budget_s=10, **trainer)
+    cfg["optim"]["schedule"] = {"name": "constant", "anneal_fraction": 0.5, "anneal_to": 0.1, "anneal_by": "time"}
+    return cfg
+
+
+def test_time_budget_ends_the_run_with_the_rate_annealed_by_the_clock(tiny_cfg, tmp_path):
+    """trainer.time_budget_s with optim.schedule.anneal_by=time: one step = one fake second, a
+    10 s budget of a 24-step run. Training ends after step 10, which is validated and
+    checkpointed; the learning-rate scale follows the cosine over the last half of the budget."""
+    from equilab.train.optim import time_anneal_factor
+
+    cfg = _budget_cfg(tiny_cfg)
+    tr = _budget_trainer(cfg, tmp_path / "run")
+    result = tr.fit(progress=False)
+    state, step = _params(tmp_path / "run", cfg)
+    assert step == 10 and result["best_step"] in (6, 10)
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert any(r["step"] == 10 and "valid/mse" in r for r in recs)
+    assert any(r["step"] == 10 and r.get("stopped_by_time_budget") == 1.0 for r in recs)
+    # the scale of the last chunk before each log: chunk k starts at k fake seconds
+    logged = {r["step"]: r["lr_scale"] for r in recs if "lr_scale" in r}
+    assert sorted(logged) == [3, 6, 9, 10]
+    expect = {s: time_anneal_factor((s - 1) / 10, 0.5, 0.1) for s in logged}
+    assert logged == pytest.approx(expect, rel=1e-6)
+    assert logged[3] == logged[6] == 1.0 and logged[10] < logged[9] < 0.5
+    assert float(state.opt_state.hyperparams["lr_scale"]) == pytest.approx(expect[10], rel=1e-6)
+
+
+def test_time_budget_is_summed_over_resumed_legs(tiny_cfg, tmp_path):
+    """A leg stopped by trainer.time_limit_s keeps its spent seconds in the checkpoint: the resumed
+    leg ends where the uninterrupted run ends, with the same weights; a third invocation finds the
+    budget spent and trains nothing."""
+    _budget_trainer(_budget_cfg(tiny_cfg), tmp_path / "full").fit(progress=False)
+    _budget_trainer(_budget_cfg(tiny_cfg, time_limit_s=4), tmp_path / "legs").fit(progress=False)
+    _, first = _params(tmp_path / "legs", tiny_cfg)
+    assert first == 6  # the first checkpoint after 4 fake seconds
+    _budget_trainer(_budget_cfg(tiny_cfg), tmp_path / "legs").fit(progress=False)
+    a, sa = _params(tmp_path / "full", tiny_cfg)
+    b, sb = _params(tmp_path / "legs", tiny_cfg)
+    assert sa == sb == 10
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    n_before = len(read_metrics(tmp_path / "legs" / "metrics.jsonl"))
+    result = _budget_trainer(_budget_cfg(tiny_cfg), tmp_path / "legs").fit(progress=False)
+    _, sc = _params(tmp_path / "legs", tiny_cfg)
+    assert sc == 10 and "test/mse" in result
+    assert not [r for r in read_metrics(tmp_path / "legs" / "metrics.jsonl")[n_before:] if "train/loss" in r]
+
+
+@pytest.mark.parametrize("trainer, sched, field", [
+    ({}, {"anneal_fraction": 0.3, "anneal_by": "time"}, "trainer.time_budget_s"),
+    ({"time_budget_s": 100}, {"anneal_fraction": 0.3, "anneal_by": "clock"}, "optim.schedule.anneal_by"),
+    ({"time_budget_s": 100}, {"anneal_by": "time"}, "optim.schedule.anneal_fraction"),
+    ({"time_budget_s": 0}, {}, "trainer.time_budget_s"),
+])
+def test_time_budget_config_errors_name_the_field(tiny_cfg, tmp_path, trainer, sched, field):
+    cfg = json.loads(json.dumps(tiny_cfg))
+    cfg["trainer"].update(trainer)
+    cfg["optim"]["schedule"] = {"name": "constant", **sched}
+    with pytest.raises(ConfigError, match=field):
+        Trainer(cfg, tmp_path / "run")
