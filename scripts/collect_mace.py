@@ -50,7 +50,8 @@ def budget(run: Path, cfg: dict, hardware: str) -> str:
     steps = max(r["step"] for r in recs)
     wall = wall_time_s(recs)
     m, t = cfg["model"], cfg["trainer"]
-    return (f"{m['num_channels']} ch, tp={m.get('tp', 'cg')}, {t.get('precision', 'float32')}; "
+    radial = f", radial MLP {list(m['radial_mlp'])}" if m.get("radial_mlp") else ""
+    return (f"{m['num_channels']} ch{radial}, tp={m.get('tp', 'cg')}, {t.get('precision', 'float32')}; "
             f"{steps} steps (planned {t.get('max_epochs')} epochs, {schedule_of(cfg)} lr), best step {{best}}; "
             f"~{wall / 3600:.2f} h train+eval, {hardware}")
 
@@ -59,7 +60,9 @@ def schedule_of(cfg: dict) -> str:
     sched = cfg.get("optim", {}).get("schedule") or {}
     name = str(sched.get("name", "constant"))
     if sched.get("anneal_fraction"):
-        name += f" + cosine tail over the last {float(sched['anneal_fraction']):.3g} to x{float(sched.get('anneal_to', 0.01)):g}"
+        of = "of trainer.time_budget_s" if sched.get("anneal_by") == "time" else ""
+        name += (f" + cosine tail over the last {float(sched['anneal_fraction']):.3g} {of} "
+                 f"to x{float(sched.get('anneal_to', 0.01)):g}").replace("  ", " ")
     return name
 
 

@@ -10,7 +10,8 @@ its limit still returns what was done; at the end every run directory is archive
 Plans:
 
 - ``cond`` (issue 5, property-conditioned generation for alpha, EDM protocol): two trainings share
-  the GPU, both stopped by ``trainer.time_limit_s`` at their first checkpoint after the budget:
+  the GPU, both ended by ``trainer.time_budget_s`` with the rate annealed over its last 30 %
+  (``optim.schedule.anneal_by=time``):
   - ``evaluator_alpha``: ``experiment=qm9_prop_evaluator`` (EDM's EGNN 7 x 128, batch 96, first
     half), Adam 5e-4 with a plateau schedule (the planned 1000-epoch cosine cannot run in minutes);
   - ``cond_alpha``: ``experiment=qm9_flow_cond_cpu`` widened to the GPU flow model of the earlier
@@ -136,6 +137,14 @@ def gpu_flow(smoke):
             + (["data.train_subset=1000", "model.hidden=16", "model.n_layers=1"] if smoke else []))
 
 
+def budget_anneal(train_s):
+    """End the training when the lease's seconds run out, with the learning rate annealed by a
+    cosine over the last 30 % of them (``trainer.time_budget_s``, ``optim.schedule.anneal_by=time``).
+    The session-11 lease stopped its runs by ``trainer.time_limit_s`` at a constant or plateau rate."""
+    return [f"trainer.time_budget_s={max(train_s, 1)}", "optim.schedule.anneal_by=time",
+            "optim.schedule.anneal_fraction=0.3", "optim.schedule.anneal_to=0.01"]
+
+
 def plan_cond(a, st: Stages, common, end):
     smoke = a.smoke
     jobs = {
@@ -152,8 +161,8 @@ def plan_cond(a, st: Stages, common, end):
     # the time limit counts from the start of fit (after imports, data and compile, ~40 s), and the run
     # goes on to its next checkpoint and the test evaluation (~25 s)
     train_s = a.train_s if a.train_s is not None else int(deadline - time.time() - 65)
-    st.status["time_limit_s"] = train_s
-    common = common + [f"trainer.time_limit_s={max(train_s, 0)}"]
+    st.status["time_budget_s"] = train_s
+    common = common + budget_anneal(train_s)
     handles = [st.start(name, train_cmd(ov + common + [f"hydra.run.dir={RUNS / name}"])) for name, ov in jobs.items()]
     st.wait(handles, deadline)
     ev, gen = RUNS / "evaluator_alpha", RUNS / "cond_alpha"
@@ -199,8 +208,8 @@ def plan_flow_mace(a, st: Stages, common, end):
     st.run("throughput", [sys.executable, "experiments/qm9_generation/throughput.py", a.data_dir] + tp_args, a.throughput_s)
     deadline = end - 60  # leaves the sampling its minute
     train_s = a.train_s if a.train_s is not None else int(deadline - time.time() - 100)
-    st.status["time_limit_s"] = train_s
-    common = common + [f"trainer.time_limit_s={max(train_s, 0)}"]
+    st.status["time_budget_s"] = train_s
+    common = common + budget_anneal(train_s)
     st.wait([st.start(name, train_cmd(ov + common + [f"hydra.run.dir={RUNS / name}"])) for name, ov in jobs.items()], deadline)
     run = RUNS / "qm9_flow_gpu"
     st.run("sample", py_cmd(sample_xyz_code(run, 16 if smoke else 1000, 8 if smoke else 100, run / "samples_n1000_heun50.xyz")),
@@ -215,7 +224,7 @@ def main():
     ap.add_argument("plan", choices=sorted(PLANS))
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
-    ap.add_argument("--train-s", type=int, default=None, help="trainer.time_limit_s (default: what is left)")
+    ap.add_argument("--train-s", type=int, default=None, help="trainer.time_budget_s (default: what is left)")
     ap.add_argument("--total-s", type=int, default=520, help="everything, the archive included, ends by then")
     ap.add_argument("--throughput-s", type=int, default=100)
     ap.add_argument("--smoke", action="store_true")
