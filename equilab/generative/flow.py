@@ -14,6 +14,17 @@ prior nodes are i.i.d., so a permutation of them (x0 and h0 together) is still a
 Sampling integrates dx/dt = v̂ from t = 0 to 1 with a fixed-step solver under ``lax.scan``; v̂ is
 zero-CoM, so samples stay centred.
 
+``solver="sde"`` integrates instead the stochastic equation with the same marginals p_t,
+dx = [v̂ + ½g²∇log p_t] dt + g dW, by Euler–Maruyama. For the linear Gaussian path the score is
+−x̂₀/(1 − t) with x̂₀ = x_t − t·v̂ (the implied prior draw), and with g(t)² = 2η(1 − t) the step is
+x ← x + (v̂ − η·x̂₀)·dt + √(2η(1 − t)dt)·ε (ε zero-CoM for the positions); η = ``noise``, and η = 0 is
+Euler. The noise and the pull of −η·x̂₀ re-draw part of the prior component at every step, which
+(as in the ancestral sampler of a diffusion model) lets the network correct where the trajectory
+has left the training paths, instead of carrying the error to t = 1. The last step is a plain
+Euler step, which lands on the predicted endpoint x̂₁ = x + (1 − t)·v̂ without fresh noise. The
+identity for the score holds for independent couplings; with ``align`` the coupling is not
+independent and it is an approximation.
+
 Three parameterisations of the network output (``param``):
 - ``velocity``: the network's (Δx, h_out) is v̂ itself; loss ‖v̂ − (x₁ − x₀)‖².
 - ``endpoint``: the network predicts the clean sample, x̂₁ = x_t + Δx (zero-CoM, equivariant) and
@@ -47,12 +58,12 @@ import jax.numpy as jnp
 from equilab.generative.common import gather_nodes, masked_normal, permute_onto, rotate_onto, zero_com_normal
 from equilab.models.egnn_dynamics import remove_mean
 
-SOLVERS = ("euler", "midpoint", "heun", "rk4")
+SOLVERS = ("euler", "midpoint", "heun", "rk4", "sde")
 ALIGNS = ("none", "rotation", "ot")
 OT_ROUNDS = 2  # permutation + rotation rounds for align="ot"
 T_DISTS = ("uniform", "beta")
 PARAMS = ("velocity", "endpoint", "endpoint_x")
-ENDPOINT_SOLVERS = ("euler", "midpoint")  # never evaluate v̂ at t = 1
+ENDPOINT_SOLVERS = ("euler", "midpoint", "sde")  # never evaluate v̂ at t = 1
 
 
 def check_param(param: str, solver: str | None = None) -> None:
@@ -145,17 +156,29 @@ def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, a
     return err / jnp.maximum((3 + h.shape[-1]) * m.sum(1), 1.0)
 
 
+def check_noise(noise) -> float:
+    try:
+        eta = float(noise)
+    except (TypeError, ValueError):
+        raise ValueError(f"the SDE sampler's noise must be a number >= 0, got {noise!r}") from None
+    if not eta >= 0:
+        raise ValueError(f"the SDE sampler's noise must be >= 0, got {eta}")
+    return eta
+
+
 def sample(dyn: Callable, key, node_mask, n_features: int, *, steps: int = 50, solver: str = "heun",
-           dtype=jnp.float32, param: str = "velocity"):
+           dtype=jnp.float32, param: str = "velocity", noise: float = 1.0):
     """Integrate from the prior at t = 0 to data at t = 1 in ``steps`` uniform steps.
 
-    ``solver``: euler (1 evaluation per step), midpoint / heun (2), rk4 (4).
+    ``solver``: euler (1 evaluation per step), midpoint / heun (2), rk4 (4), sde (1: Euler–Maruyama
+    with noise level ``noise`` = η, see the module docstring).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown ODE solver {solver!r}; choose one of {SOLVERS}")
     check_param(param, solver)
+    eta = check_noise(noise)
     b = node_mask.shape[0]
-    kx, kh = jax.random.split(key)
+    kx, kh, kn = jax.random.split(key, 3)
     y = (zero_com_normal(kx, node_mask, dtype), masked_normal(kh, node_mask, n_features, dtype))
     dt = 1.0 / steps
 
@@ -185,5 +208,15 @@ def sample(dyn: Callable, key, node_mask, n_features: int, *, steps: int = 50, s
         k = tuple(a + 2 * b_ + 2 * c + d for a, b_, c, d in zip(k1, k2, k3, k4))
         return axpy(y, k, dt / 6), None
 
-    y, _ = jax.lax.scan(step, y, jnp.arange(steps, dtype=dtype))
+    def step_sde(y, i):
+        t = i * dt
+        v = f(y, t)
+        kx, kh = jax.random.split(jax.random.fold_in(kn, i.astype(jnp.int32)))
+        last = i == steps - 1  # the final step: plain Euler onto the predicted endpoint
+        c = jnp.where(last, 0.0, eta).astype(dtype)
+        s = jnp.sqrt(2 * c * (1 - t) * dt)
+        eps = (zero_com_normal(kx, node_mask, dtype), masked_normal(kh, node_mask, n_features, dtype))
+        return tuple(yc + (vc - c * (yc - t * vc)) * dt + s * ec for yc, vc, ec in zip(y, v, eps)), None
+
+    y, _ = jax.lax.scan(step_sde if solver == "sde" else step, y, jnp.arange(steps, dtype=dtype))
     return remove_mean(y[0], node_mask), y[1]

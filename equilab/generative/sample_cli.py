@@ -1,7 +1,10 @@
-"""``equilab-sample run=<run_dir> n=<count> [steps=...] [solver=...] [batch=100] [seed=0]
+"""``equilab-sample run=<run_dir> n=<count> [steps=...] [solver=...] [noise=...] [batch=100] [seed=0]
 [out=<dir>] [novelty=true] [params=ema|raw]``: sample molecules from a trained generative run.
+``solver=sde noise=η`` samples a flow-matching run with the stochastic sampler
+(``equilab.generative.flow``).
 
-Writes into ``out`` (default ``<run_dir>/samples/n<count>_steps<steps>_seed<seed>``):
+Writes into ``out`` (default ``<run_dir>/samples/n<count>_steps<steps>_seed<seed>``, with
+``_<solver>`` and ``_noise<η>`` appended when they are given):
 ``molecules.xyz``, ``molecules.sdf`` (EDM-rule bonds), ``metrics.json`` (the EDM metrics of
 ``equilab-eval-molecules`` plus sampling settings, compile time and throughput) and ``grid.png``
 (RDKit 2-D depictions of the first valid molecules).  Prints the metrics JSON on its last line.
@@ -23,7 +26,7 @@ from equilab.kvargs import int_arg, parse_kv
 
 
 def _parse(argv):
-    known = {"run", "n", "steps", "solver", "batch", "seed", "out", "novelty", "params", "data_dir"}
+    known = {"run", "n", "steps", "solver", "noise", "batch", "seed", "out", "novelty", "params", "data_dir"}
     return parse_kv(argv, known, {"run": "<run_dir>"})
 
 
@@ -162,8 +165,21 @@ def main(argv=None) -> int:
             except ValueError as e:
                 raise ConfigError(f"solver={kv['solver']!r} for this run's task.param: {e}") from None
             opts["solver"] = kv["solver"]
+        if "noise" in kv:
+            from equilab.generative import flow
+            if getattr(task, "solver", None) is None:
+                raise ConfigError("noise= is the flow-matching SDE sampler's noise level; this run's task has no solver")
+            try:
+                opts["noise"] = flow.check_noise(kv["noise"])
+            except ValueError as e:
+                raise ConfigError(f"noise={kv['noise']!r}: {e}") from None
+            if opts.get("solver", task.solver) != "sde":
+                raise ConfigError(f"noise= applies to solver=sde only (this call samples with "
+                                  f"solver={opts.get('solver', task.solver)})")
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))
-        out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}")
+        # a solver (and SDE noise) given on the command line is part of the default folder name
+        tag = "".join([f"_{opts['solver']}" if "solver" in opts else "", f"_noise{opts['noise']:g}" if "noise" in opts else ""])
+        out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}{tag}")
         out.mkdir(parents=True, exist_ok=True)
         mols, timing = sample_molecules(task, model, params, n=n, batch=batch, seed=seed, opts=opts)
         targets = timing.pop("targets", None)
@@ -177,7 +193,10 @@ def main(argv=None) -> int:
             ref = M.train_smiles(data_dir)
         metrics = M.evaluate(mols, ref)
         metrics["breakdown"] = M.breakdown(mols)
-        metrics.update({"task": cfg["task"]["name"], "steps": steps, "solver": opts.get("solver", getattr(task, "solver", None)),
+        solver_used = opts.get("solver", getattr(task, "solver", None))
+        if solver_used == "sde":
+            metrics["sde_noise"] = opts.get("noise", task.sde_noise)
+        metrics.update({"task": cfg["task"]["name"], "steps": steps, "solver": solver_used,
                         "seed": seed, "batch": batch, "checkpoint_step": stats.get("checkpoint_step"),
                         "weights": stats.get("weights"), **timing})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -203,7 +203,7 @@ def test_ot_alignment_matches_atoms_and_ignores_the_atom_order():
 
 
 @pytest.mark.parametrize("param,solver", [("endpoint", "euler"), ("endpoint", "midpoint"), ("velocity", "euler"),
-                                          ("endpoint_x", "midpoint")])
+                                          ("endpoint_x", "midpoint"), ("velocity", "sde"), ("endpoint", "sde")])
 def test_flow_parameterisations_are_exact_for_a_point_mass(param, solver):
     """Data = one molecule (x₁, h₁).  Its exact field is v = (x₁ − x_t)/(1 − t), i.e. the
     endpoint x̂₁ = x₁: an oracle network giving that has zero loss in either parameterisation,
@@ -356,3 +356,54 @@ def test_bond_term_is_the_bond_length_error_near_the_data(x64):
     l2 = flow.loss_per_molecule(wrong, x1c, h1, mask, jax.random.PRNGKey(1), bond_weight=5.0, bond_power=2.0)
     l10 = flow.loss_per_molecule(wrong, x1c, h1, mask, jax.random.PRNGKey(1), bond_weight=5.0, bond_power=10.0)
     assert float((l2 - l10).min()) > 0 and float((l10 - l0).min()) > 0
+
+
+def test_sde_sampler_keeps_the_marginals_of_a_gaussian_data_set(x64):
+    """Data: a fixed molecule m plus zero-CoM Gaussian noise of scale s (features: a + s_h·ε).
+    Its exact velocity field is known in closed form, v = m + c(t)(x − t·m) with
+    c = (t·s² − (1 − t))/((1 − t)² + t²s²), so the samplers can be checked against the data
+    distribution itself: the SDE sampler (η = 1 and 3) must end with the data's mean and spread,
+    and with η = 0 it must be the Euler sampler exactly. A sign error in the score term (−η·x̂₀)
+    or a wrong noise scale changes the spread."""
+    from equilab.generative import flow
+    from equilab.generative.common import zero_com_normal
+
+    b, n, f = 6000, 4, 2
+    mask = jnp.ones((b, n), bool)
+    m = zero_com_normal(jax.random.PRNGKey(0), mask[:1])[0]
+    a = jnp.array([0.5, -1.0])
+    s, s_h = 0.3, 0.2
+
+    def exact(mean, scale):
+        def v(y, t):
+            var = (1 - t) ** 2 + t ** 2 * scale ** 2
+            c = (t * scale ** 2 - (1 - t)) / var
+            return mean + c[:, None, None] * (y - t[:, None, None] * mean)
+        return v
+
+    vx, vh = exact(m, s), exact(a, s_h)
+    dyn = lambda x, h, t: (vx(x, t), vh(h, t))  # noqa: E731
+    key = jax.random.PRNGKey(1)
+    spread_x = s * np.sqrt(1 - 1 / n)  # per coordinate, in the zero-CoM subspace
+    for eta in (1.0, 3.0):
+        x, h = flow.sample(dyn, key, mask, f, steps=400, solver="sde", noise=eta, dtype=jnp.float64)
+        np.testing.assert_allclose(np.asarray(x).mean(0), m, atol=0.02)
+        np.testing.assert_allclose(np.asarray(h).mean(0).mean(0), a, atol=0.02)
+        np.testing.assert_allclose(np.asarray(x - m).std(0), np.full((n, 3), spread_x), rtol=0.08)
+        np.testing.assert_allclose(np.asarray(h).std(0), np.full((n, f), s_h), rtol=0.08)
+        np.testing.assert_allclose(np.asarray(x).sum(1), 0.0, atol=1e-10)  # centred
+    xe, he = flow.sample(dyn, key, mask[:50], f, steps=30, solver="euler", dtype=jnp.float64)
+    x0, h0 = flow.sample(dyn, key, mask[:50], f, steps=30, solver="sde", noise=0.0, dtype=jnp.float64)
+    np.testing.assert_allclose(x0, xe, atol=1e-12)
+    np.testing.assert_allclose(h0, he, atol=1e-12)
+
+
+def test_sde_noise_errors_name_the_field():
+    from equilab.errors import ConfigError
+    from equilab.generative import flow
+
+    with pytest.raises(ConfigError, match="task.sde_noise"):
+        TASKS.get("flow_matching")({"solver": "sde", "sde_noise": -1}, _Data())
+    with pytest.raises(ValueError, match="noise"):
+        flow.sample(lambda x, h, t: (x, h), jax.random.PRNGKey(0), jnp.ones((1, 3), bool), 6, solver="sde",
+                    noise="lots")
