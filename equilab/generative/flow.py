@@ -178,7 +178,8 @@ def sample(dyn: Callable, key, node_mask, n_features: int, *, steps: int = 50, s
     check_param(param, solver)
     eta = check_noise(noise)
     b = node_mask.shape[0]
-    kx, kh, kn = jax.random.split(key, 3)
+    kx, kh = jax.random.split(key)  # the prior draw, as before the SDE sampler existed
+    kn = jax.random.fold_in(key, 1)  # the SDE's noise (the ODE solvers never use it)
     y = (zero_com_normal(kx, node_mask, dtype), masked_normal(kh, node_mask, n_features, dtype))
     dt = 1.0 / steps
 
