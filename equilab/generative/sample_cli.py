@@ -156,8 +156,13 @@ def main(argv=None) -> int:
         opts = {}
         if steps_arg is not None:
             opts["steps"] = steps_arg
+        from equilab.generative import flow
+
+        sampler_opts = [k for k in ("solver", "noise") if k in kv]
+        if sampler_opts and getattr(task, "solver", None) is None:
+            raise ConfigError(f"{sampler_opts[0]}= sets the flow-matching sampler; this run's task "
+                              f"({cfg['task']['name']}) has none")
         if "solver" in kv:
-            from equilab.generative import flow
             if kv["solver"] not in flow.SOLVERS:
                 raise ConfigError(f"solver={kv['solver']!r}; choose one of {flow.SOLVERS}")
             try:
@@ -166,9 +171,6 @@ def main(argv=None) -> int:
                 raise ConfigError(f"solver={kv['solver']!r} for this run's task.param: {e}") from None
             opts["solver"] = kv["solver"]
         if "noise" in kv:
-            from equilab.generative import flow
-            if getattr(task, "solver", None) is None:
-                raise ConfigError("noise= is the flow-matching SDE sampler's noise level; this run's task has no solver")
             try:
                 opts["noise"] = flow.check_noise(kv["noise"])
             except ValueError as e:
