@@ -1,10 +1,10 @@
-"""``equilab-sample run=<run_dir> n=<count> [steps=...] [solver=...] [noise=...] [batch=100] [seed=0]
-[out=<dir>] [novelty=true] [params=ema|raw]``: sample molecules from a trained generative run.
-``solver=sde noise=η`` samples a flow-matching run with the stochastic sampler
-(``equilab.generative.flow``).
+"""``equilab-sample run=<run_dir> n=<count> [steps=...] [solver=...] [noise=...] [time_power=...]
+[batch=100] [seed=0] [out=<dir>] [novelty=true] [params=ema|raw]``: sample molecules from a trained
+generative run. ``solver=sde noise=η`` samples a flow-matching run with the stochastic sampler,
+``time_power=p`` on the grid t_i = 1 − (1 − i/N)^p (``equilab.generative.flow``).
 
 Writes into ``out`` (default ``<run_dir>/samples/n<count>_steps<steps>_seed<seed>``, with
-``_<solver>`` and ``_noise<η>`` appended when they are given):
+``_<solver>``, ``_noise<η>`` and ``_tp<p>`` appended when they are given):
 ``molecules.xyz``, ``molecules.sdf`` (EDM-rule bonds), ``metrics.json`` (the EDM metrics of
 ``equilab-eval-molecules`` plus sampling settings, compile time and throughput) and ``grid.png``
 (RDKit 2-D depictions of the first valid molecules).  Prints the metrics JSON on its last line.
@@ -26,7 +26,7 @@ from equilab.kvargs import int_arg, parse_kv
 
 
 def _parse(argv):
-    known = {"run", "n", "steps", "solver", "noise", "batch", "seed", "out", "novelty", "params", "data_dir"}
+    known = {"run", "n", "steps", "solver", "noise", "time_power", "batch", "seed", "out", "novelty", "params", "data_dir"}
     return parse_kv(argv, known, {"run": "<run_dir>"})
 
 
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             opts["steps"] = steps_arg
         from equilab.generative import flow
 
-        sampler_opts = [k for k in ("solver", "noise") if k in kv]
+        sampler_opts = [k for k in ("solver", "noise", "time_power") if k in kv]
         if sampler_opts and getattr(task, "solver", None) is None:
             raise ConfigError(f"{sampler_opts[0]}= sets the flow-matching sampler; this run's task "
                               f"({cfg['task']['name']}) has none")
@@ -178,9 +178,15 @@ def main(argv=None) -> int:
             if opts.get("solver", task.solver) != "sde":
                 raise ConfigError(f"noise= applies to solver=sde only (this call samples with "
                                   f"solver={opts.get('solver', task.solver)})")
+        if "time_power" in kv:
+            try:
+                opts["time_power"] = flow.check_time_power(kv["time_power"])
+            except ValueError as e:
+                raise ConfigError(f"time_power={kv['time_power']!r}: {e}") from None
         steps = opts.get("steps", getattr(task, "steps", getattr(task, "timesteps", None)))
-        # a solver (and SDE noise) given on the command line is part of the default folder name
-        tag = "".join([f"_{opts['solver']}" if "solver" in opts else "", f"_noise{opts['noise']:g}" if "noise" in opts else ""])
+        # a solver, SDE noise or time grid given on the command line is part of the default folder name
+        tag = "".join([f"_{opts['solver']}" if "solver" in opts else "", f"_noise{opts['noise']:g}" if "noise" in opts else "",
+                       f"_tp{opts['time_power']:g}" if "time_power" in opts else ""])
         out = Path(kv.get("out") or Path(run_dir) / "samples" / f"n{n}_steps{steps}_seed{seed}{tag}")
         out.mkdir(parents=True, exist_ok=True)
         mols, timing = sample_molecules(task, model, params, n=n, batch=batch, seed=seed, opts=opts)
@@ -198,6 +204,8 @@ def main(argv=None) -> int:
         solver_used = opts.get("solver", getattr(task, "solver", None))
         if solver_used == "sde":
             metrics["sde_noise"] = opts.get("noise", task.sde_noise)
+        if solver_used is not None:
+            metrics["time_power"] = opts.get("time_power", getattr(task, "time_power", 1.0))
         metrics.update({"task": cfg["task"]["name"], "steps": steps, "solver": solver_used,
                         "seed": seed, "batch": batch, "checkpoint_step": stats.get("checkpoint_step"),
                         "weights": stats.get("weights"), **timing})

@@ -146,7 +146,8 @@ class FlowMatchingTask(_Generative):
 
     def __init__(self, stats, steps: int = 50, solver: str = "heun", t_eps: float = 0.0, align: str = "none",
                  param: str = "velocity", t_dist: str = "uniform", t_beta=(2.0, 1.0), bond_weight: float = 0.0,
-                 bond_cutoff: float = 2.0, bond_power: float = 2.0, sde_noise: float = 1.0, **kw):
+                 bond_cutoff: float = 2.0, bond_power: float = 2.0, sde_noise: float = 1.0,
+                 time_power: float = 1.0, **kw):
         super().__init__(stats, **kw)
         if solver not in flow.SOLVERS:
             raise ConfigError(f"task.solver must be one of {flow.SOLVERS}, got {solver!r}")
@@ -162,6 +163,10 @@ class FlowMatchingTask(_Generative):
             self.sde_noise = flow.check_noise(sde_noise)
         except ValueError as e:
             raise ConfigError(f"task.sde_noise: {e}") from None
+        try:
+            self.time_power = flow.check_time_power(time_power)
+        except ValueError as e:
+            raise ConfigError(f"task.time_power: {e}") from None
         try:
             self.t_beta = flow.check_t_dist(t_dist, t_beta)
         except ValueError as e:
@@ -182,10 +187,11 @@ class FlowMatchingTask(_Generative):
                                       self.bond_power)
 
     def _sample(self, dyn, key, node_mask, steps: Optional[int] = None, solver: Optional[str] = None,
-                noise: Optional[float] = None):
+                noise: Optional[float] = None, time_power: Optional[float] = None):
         return flow.sample(dyn, key, node_mask, self.n_features, steps=int(steps or self.steps),
                            solver=solver or self.solver, param=self.param,
-                           noise=self.sde_noise if noise is None else noise)
+                           noise=self.sde_noise if noise is None else noise,
+                           time_power=self.time_power if time_power is None else time_power)
 
 
 @TASKS.register("edm")

@@ -424,3 +424,58 @@ def test_samplers_draw_the_prior_from_the_first_half_of_the_key(solver):
     x, h = flow.sample(zero, key, mask, 3, steps=5, solver=solver, noise=0.0)
     np.testing.assert_allclose(x, zero_com_normal(kx, mask), atol=1e-6)  # re-centred at the end
     np.testing.assert_array_equal(h, masked_normal(kh, mask, 3))
+
+
+def test_time_grid_spends_the_steps_near_the_data_and_keeps_the_marginals(x64):
+    """``time_power`` p: the grid t_i = 1 − (1 − i/N)^p covers [0, 1] in N increasing steps, p = 1 is
+    exactly the uniform grid (so earlier sample sets stay reproducible), p = 2 makes the last
+    step 1/N² long; on the Gaussian data set of the SDE test, Heun and the SDE still end on the
+    data's mean and spread on the warped grid, and a grid whose step sizes did not match its
+    times (uniform Δt with warped t) would not."""
+    from equilab.errors import ConfigError
+    from equilab.generative import flow
+    from equilab.generative.common import zero_com_normal
+
+    t1, d1 = flow.time_grid(8, 1.0, jnp.float64)
+    np.testing.assert_array_equal(t1, jnp.arange(8, dtype=jnp.float64) * (1.0 / 8))
+    np.testing.assert_array_equal(d1, jnp.full((8,), 1.0 / 8))
+    t2, d2 = flow.time_grid(10, 2.0, jnp.float64)
+    assert float(t2[0]) == 0.0 and np.all(np.asarray(d2) > 0)
+    np.testing.assert_allclose(float(t2[-1] + d2[-1]), 1.0, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(t2[1:]), np.asarray(t2[:-1] + d2[:-1]), atol=1e-15)
+    np.testing.assert_allclose(float(d2[-1]), 1 / 100, rtol=1e-12)
+    assert float(d2[0]) > float(d1[0])  # coarser at the prior end, finer at the data end
+
+    b, n, f = 6000, 4, 2
+    mask = jnp.ones((b, n), bool)
+    m = zero_com_normal(jax.random.PRNGKey(0), mask[:1])[0]
+    s = 0.3
+
+    def v(y, t):
+        var = (1 - t) ** 2 + t ** 2 * s ** 2
+        c = (t * s ** 2 - (1 - t)) / var
+        return m + c[:, None, None] * (y - t[:, None, None] * m)
+
+    dyn = lambda x, h, t: (v(x, t), jnp.zeros_like(h))  # noqa: E731
+    key = jax.random.PRNGKey(1)
+    spread = s * np.sqrt(1 - 1 / n)
+    for solver, steps in (("heun", 20), ("sde", 300)):
+        x, _ = flow.sample(dyn, key, mask, f, steps=steps, solver=solver, noise=2.0, time_power=2.0, dtype=jnp.float64)
+        np.testing.assert_allclose(np.asarray(x).mean(0), m, atol=0.02)
+        np.testing.assert_allclose(np.asarray(x - m).std(0), np.full((n, 3), spread), rtol=0.08)
+    # the warped grid changes the trajectory (it is not a no-op)...
+    xu, _ = flow.sample(dyn, key, mask[:20], f, steps=6, solver="euler", dtype=jnp.float64)
+    xw, _ = flow.sample(dyn, key, mask[:20], f, steps=6, solver="euler", time_power=2.0, dtype=jnp.float64)
+    assert float(jnp.abs(xu - xw).max()) > 1e-3
+    # ...and it matters that Δt follows the warped times: Euler with warped t and uniform Δt is off
+    tw, _ = flow.time_grid(6, 2.0, jnp.float64)
+    y = zero_com_normal(jax.random.split(key)[0], mask[:2000], jnp.float64)
+    for t in np.asarray(tw):
+        y = y + v(y, jnp.full((2000,), t)) / 6
+    assert abs(float(np.asarray(y - m).std()) / spread - 1) > 0.2
+
+    with pytest.raises(ConfigError, match="task.time_power"):
+        TASKS.get("flow_matching")({"time_power": 0}, _Data())
+    with pytest.raises(ValueError, match="time_power"):
+        flow.time_grid(5, "steep")
+    assert TASKS.get("flow_matching")({"time_power": 1.5}, _Data()).time_power == 1.5
