@@ -27,7 +27,7 @@ independent and it is an approximation.
 
 Every solver steps on the grid of ``time_grid``: uniform by default, or with ``time_power`` p > 1
 t_i = 1 − (1 − i/N)^p, which spends more of the same N network calls near the data end, where the
-atoms settle into bonds (p = 2 makes the last step about 2/N² long instead of 1/N).
+atoms settle into bonds (p = 2 makes the last step 1/N² long instead of 1/N).
 
 Three parameterisations of the network output (``param``):
 - ``velocity``: the network's (Δx, h_out) is v̂ itself; loss ‖v̂ − (x₁ − x₀)‖².
