@@ -161,24 +161,23 @@ def loss_per_molecule(dyn: Callable, x, h, node_mask, key, t_eps: float = 0.0, a
     return err / jnp.maximum((3 + h.shape[-1]) * m.sum(1), 1.0)
 
 
-def check_noise(noise) -> float:
+def _check_number(value, what: str, rule: str, ok: Callable[[float], bool]) -> float:
+    """``float(value)`` if ``ok`` holds for it, else a ValueError naming ``what`` and ``rule``."""
     try:
-        eta = float(noise)
+        x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"the SDE sampler's noise must be a number >= 0, got {noise!r}") from None
-    if not eta >= 0:
-        raise ValueError(f"the SDE sampler's noise must be >= 0, got {eta}")
-    return eta
+        raise ValueError(f"{what} must be a number {rule}, got {value!r}") from None
+    if not ok(x):
+        raise ValueError(f"{what} must be {rule}, got {x}")
+    return x
+
+
+def check_noise(noise) -> float:
+    return _check_number(noise, "the SDE sampler's noise", ">= 0", lambda x: x >= 0)
 
 
 def check_time_power(power) -> float:
-    try:
-        p = float(power)
-    except (TypeError, ValueError):
-        raise ValueError(f"the sampler's time_power must be a number > 0, got {power!r}") from None
-    if not (p > 0 and np.isfinite(p)):
-        raise ValueError(f"the sampler's time_power must be a finite number > 0, got {p}")
-    return p
+    return _check_number(power, "the sampler's time_power", "> 0 (and finite)", lambda x: x > 0 and np.isfinite(x))
 
 
 def time_grid(steps: int, power: float = 1.0, dtype=jnp.float32):
